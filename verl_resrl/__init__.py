@@ -1,0 +1,24 @@
+"""verl-resrl: ResRL (negative-sample projection residual RL) for veRL.
+
+The names exported here are the package's contract. Importing ``verl_resrl`` is cheap and imports nothing from
+veRL: the math lives in verl-free modules; veRL integration is loaded by veRL itself through the
+``verl.plugins`` entry point (:mod:`verl_resrl.plugin`).
+"""
+
+from verl_resrl.advantage import grpo_outcome_advantage, positive_responses, resrl_advantages
+from verl_resrl.config import ResRLConfig
+from verl_resrl.residual import ResidualStats, Residuals, compute_residuals
+from verl_resrl.weights import negative_token_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ResRLConfig",
+    "Residuals",
+    "ResidualStats",
+    "compute_residuals",
+    "negative_token_weights",
+    "resrl_advantages",
+    "grpo_outcome_advantage",
+    "positive_responses",
+]

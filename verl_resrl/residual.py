@@ -1,0 +1,243 @@
+"""Residual energy of negative tokens outside their group's positive subspace.
+
+For a prompt group with positive responses P and negative responses N, hidden states h of the response tokens:
+
+    x     = LayerNorm(h)                         (no affine parameters, fp32)
+    mu+   = mean of x over (at most M sampled) positive tokens
+    V_k   = top-k right singular vectors of the centred positive tokens
+    R(x)  = || (x - mu+) - V_k V_k^T (x - mu+) ||^2 / H          for every token of every response in N
+
+A group is skipped (no residual, its negative tokens keep weight 1) when it has no positive or no negative
+response, fewer than ``min_pos_tokens`` positive tokens, or a non-finite hidden state in any of its tokens.
+
+Everything random (the sub-sample of positive tokens, the range finder's test matrix) derives from the seed
+and the group id, and the sub-sample is drawn from the group's tokens in an order that depends on their
+content only, so results do not depend on the order of samples in the batch, on sharding, or on which other
+groups are present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from verl_resrl.config import ResRLConfig
+from verl_resrl.groups import group_index, group_seed
+from verl_resrl.subspace import positive_subspace
+
+# Positive tokens of several groups are padded into one (G, n, H) fp32 batch of at most this many elements.
+_CHUNK_ELEMENTS = 1 << 28
+
+
+@dataclass
+class ResidualStats:
+    """What happened to the groups of one batch (all counts)."""
+
+    groups: int = 0
+    mixed_groups: int = 0  # at least one positive and one negative response
+    computed_groups: int = 0  # mixed groups whose negative tokens received residuals
+    skipped_few_pos_tokens: int = 0
+    skipped_nonfinite: int = 0
+    nonfinite_tokens: int = 0
+    subsampled_groups: int = 0
+    neg_responses_mixed: int = 0  # non-empty negative responses in mixed groups
+    neg_responses_weighted: int = 0  # ... that received residuals
+    rank_sum: int = 0
+    rank_min: int = 0
+
+    @property
+    def coverage(self) -> float:
+        """Share of non-empty negative responses of mixed groups that received residuals (1.0 if none)."""
+        return self.neg_responses_weighted / self.neg_responses_mixed if self.neg_responses_mixed else 1.0
+
+    @property
+    def rank_mean(self) -> float:
+        return self.rank_sum / self.computed_groups if self.computed_groups else 0.0
+
+    def merge(self, other: ResidualStats) -> ResidualStats:
+        merged = {k: getattr(self, k) + v for k, v in asdict(other).items() if k != "rank_min"}
+        mins = [s.rank_min for s in (self, other) if s.computed_groups]
+        return ResidualStats(**merged, rank_min=min(mins) if mins else 0)
+
+
+class Residuals(NamedTuple):
+    residual: torch.Tensor  # (B, T) float32, 0 where has_residual is False
+    has_residual: torch.Tensor  # (B, T) bool
+    stats: ResidualStats
+
+
+def layer_norm(hidden: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm over the last dimension without affine parameters, in fp32."""
+    return F.layer_norm(hidden.float(), (hidden.shape[-1],), eps=eps)
+
+
+def compute_residuals(
+    hidden: torch.Tensor,
+    response_mask: torch.Tensor,
+    group_ids: Sequence[Hashable],
+    is_positive: torch.Tensor,
+    config: ResRLConfig,
+    generator: torch.Generator | None = None,
+) -> Residuals:
+    """Residual energy of every negative response token w.r.t. its group's positive subspace.
+
+    Args:
+        hidden: ``(B, T, H)`` response-aligned hidden states (any float dtype; the math is fp32).
+        response_mask: ``(B, T)``, 1 for response tokens.
+        group_ids: ``B`` hashable group ids (veRL's ``uid`` strings, ints, ...).
+        is_positive: ``(B,)`` bool, the positive set P (see :func:`verl_resrl.positive_responses`).
+        generator: optional; if given, the base seed is drawn from it instead of ``config.seed``.
+
+    Returns:
+        :class:`Residuals` ``(residual (B, T) float32, has_residual (B, T) bool, stats)``.
+    """
+    if hidden.dim() != 3:
+        raise ValueError(f"hidden must be (B, T, H), got shape {tuple(hidden.shape)}")
+    batch, length, width = hidden.shape
+    if tuple(response_mask.shape) != (batch, length):
+        raise ValueError(f"response_mask {tuple(response_mask.shape)} does not match hidden (B, T) = {(batch, length)}")
+    if len(group_ids) != batch:
+        raise ValueError(f"got {len(group_ids)} group ids for a batch of {batch} responses")
+    is_positive = torch.as_tensor(is_positive, device=hidden.device).bool().reshape(-1)
+    if is_positive.numel() != batch:
+        raise ValueError(f"is_positive has {is_positive.numel()} entries for a batch of {batch} responses")
+
+    device = hidden.device
+    base_seed = config.seed if generator is None else int(torch.randint(0, 2**62, (1,), generator=generator))
+    mask = response_mask.bool().to(device)
+    index, unique = group_index(group_ids, device)
+    num_groups = len(unique)
+
+    residual = torch.zeros(batch, length, dtype=torch.float32, device=device)
+    has_residual = torch.zeros(batch, length, dtype=torch.bool, device=device)
+    stats = ResidualStats(groups=num_groups)
+    if batch == 0:
+        return Residuals(residual, has_residual, stats)
+
+    # Per-group bookkeeping, vectorised over samples.
+    # A sum is non-finite iff a term is (or it overflows fp32, which LayerNorm could not handle either).
+    nonfinite_token = mask & ~torch.isfinite(hidden.sum(dim=-1, dtype=torch.float32))
+    tokens = mask.sum(dim=1)
+    nonempty = tokens > 0
+    negative = ~is_positive
+
+    def per_group(values: torch.Tensor) -> list[int]:
+        return torch.zeros(num_groups, dtype=torch.long, device=device).index_add_(0, index, values.long()).tolist()
+
+    pos_samples, neg_samples = per_group(is_positive), per_group(negative)
+    pos_tokens = per_group(tokens * is_positive)
+    neg_nonempty = per_group(negative & nonempty)
+    nonfinite_per_group = per_group(nonfinite_token.sum(dim=1))
+    stats.nonfinite_tokens = int(nonfinite_token.sum())
+
+    active = []
+    for g in range(num_groups):
+        if not (pos_samples[g] and neg_samples[g]):
+            continue
+        stats.mixed_groups += 1
+        stats.neg_responses_mixed += neg_nonempty[g]
+        if nonfinite_per_group[g]:
+            stats.skipped_nonfinite += 1
+        elif pos_tokens[g] < config.min_pos_tokens:
+            stats.skipped_few_pos_tokens += 1
+        elif neg_nonempty[g]:
+            active.append(g)
+    if not active:
+        return Residuals(residual, has_residual, stats)
+
+    # Valid tokens sorted by (group, positive first); positions inside stay in (sample, token) order.
+    sample_of, position_of = mask.nonzero(as_tuple=True)
+    token_group = index[sample_of]
+    token_key = token_group * 2 + negative[sample_of].long()
+    order = torch.argsort(token_key, stable=True)
+    sample_of, position_of = sample_of[order], position_of[order]
+    segment = torch.bincount(token_key, minlength=2 * num_groups).tolist()
+    starts = [0]
+    for count in segment:
+        starts.append(starts[-1] + count)
+
+    sample_rank = None
+    if any(pos_tokens[g] > config.max_pos_tokens for g in active):
+        sample_rank = _content_rank(hidden, mask, base_seed)
+
+    # Chunks of groups with similar positive-token counts share one padded batch.
+    active.sort(key=lambda g: min(pos_tokens[g], config.max_pos_tokens))
+    chunk: list[int] = []
+    for g in active:
+        n_max = min(pos_tokens[g], config.max_pos_tokens)
+        if chunk and (len(chunk) + 1) * n_max * width > _CHUNK_ELEMENTS:
+            _residuals_of_chunk(chunk, hidden, sample_of, position_of, starts, unique, sample_rank, base_seed,
+                                config, residual, has_residual, stats)
+            chunk = []
+        chunk.append(g)
+    _residuals_of_chunk(chunk, hidden, sample_of, position_of, starts, unique, sample_rank, base_seed,
+                        config, residual, has_residual, stats)
+
+    weighted = has_residual.any(dim=1) & negative
+    stats.neg_responses_weighted = int(weighted.sum())
+    return Residuals(residual, has_residual, stats)
+
+
+def _residuals_of_chunk(chunk, hidden, sample_of, position_of, starts, unique, sample_rank, base_seed, config,
+                        residual, has_residual, stats) -> None:
+    """Subspaces of the groups in ``chunk`` (one batched call), then each group's negative residuals."""
+    width = hidden.shape[-1]
+    positives = []
+    for g in chunk:
+        lo, hi = starts[2 * g], starts[2 * g + 1]
+        samples, positions = sample_of[lo:hi], position_of[lo:hi]
+        if hi - lo > config.max_pos_tokens:
+            samples, positions = _subsample(samples, positions, sample_rank, hidden.shape[1],
+                                            config.max_pos_tokens, group_seed(base_seed, unique[g]))
+            stats.subsampled_groups += 1
+        positives.append(layer_norm(hidden[samples, positions], config.layer_norm_eps))
+
+    counts = torch.tensor([p.shape[0] for p in positives], device=hidden.device)
+    padded = positives[0].new_zeros(len(chunk), int(counts.max()), width)
+    for i, p in enumerate(positives):
+        padded[i, : p.shape[0]] = p
+    del positives
+    test_matrix_rng = torch.Generator().manual_seed(base_seed)
+    mean, basis, ranks = positive_subspace(
+        padded, counts, config.rank, config.subspace, config.oversample, config.power_iters, config.rank_rtol,
+        test_matrix_rng,
+    )
+    del padded
+
+    for i, g in enumerate(chunk):
+        lo, hi = starts[2 * g + 1], starts[2 * g + 2]
+        samples, positions = sample_of[lo:hi], position_of[lo:hi]
+        centred = layer_norm(hidden[samples, positions], config.layer_norm_eps) - mean[i]
+        outside = centred - (centred @ basis[i]) @ basis[i].T
+        residual[samples, positions] = outside.pow(2).sum(dim=-1) / width
+        has_residual[samples, positions] = True
+    rank_list = ranks.tolist()
+    stats.rank_min = min(rank_list + ([stats.rank_min] if stats.computed_groups else []))
+    stats.rank_sum += sum(rank_list)
+    stats.computed_groups += len(chunk)
+
+
+def _subsample(samples, positions, sample_rank, length, size, seed):
+    """``size`` of the group's positive tokens, chosen by a group-seeded permutation of a content order."""
+    canonical = torch.argsort(sample_rank[samples] * length + positions)
+    pick = torch.randperm(samples.numel(), generator=torch.Generator().manual_seed(seed))[:size]
+    chosen = canonical[pick.to(canonical.device)]
+    return samples[chosen], positions[chosen]
+
+
+def _content_rank(hidden: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
+    """``(B,)`` rank of each response by a fingerprint of its hidden states (independent of batch order).
+
+    The fingerprint is the mean projection of the response's states on a fixed random direction: distinct
+    responses differ by far more than numerical noise; identical responses tie, and their order is
+    immaterial because their tokens are identical.
+    """
+    direction = torch.randn(hidden.shape[-1], generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
+    projection = (hidden @ direction.to(device=hidden.device, dtype=hidden.dtype)).float()
+    projection = torch.nan_to_num(projection * mask, nan=0.0, posinf=0.0, neginf=0.0)
+    fingerprint = projection.sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+    return torch.argsort(torch.argsort(fingerprint, stable=True), stable=True)

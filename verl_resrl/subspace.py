@@ -1,0 +1,76 @@
+"""The positive subspace of a prompt group, batched over groups.
+
+For a group's positive token states x (LayerNormed, n x H):
+
+    mu+ = mean(x)          X = x - mu+          X ~ U S V^T          V_k = top-k right singular vectors
+
+``exact`` takes the SVD of X; ``randomized`` is a range finder (Halko, Martinsson & Tropp 2011) with power
+iterations, orthonormalised at every step, then the SVD of the small projected matrix. Directions whose
+singular value is numerical noise (sigma <= rtol * sigma_max) are dropped, so duplicated or low-rank
+positive tokens never contribute arbitrary directions to the subspace.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def positive_subspace(
+    x: torch.Tensor,
+    counts: torch.Tensor,
+    rank: int,
+    method: str = "randomized",
+    oversample: int = 32,
+    power_iters: int = 6,
+    rtol: float = 1e-4,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean and orthonormal basis of the top-``rank`` principal subspace of each group.
+
+    Args:
+        x: ``(G, n, H)`` float32 positive token states; rows ``>= counts[g]`` are padding (any value).
+        counts: ``(G,)`` int64 number of real rows per group (>= 2).
+        rank: k.
+        generator: CPU generator for the random test matrix of the randomized range finder.
+
+    Returns:
+        mean: ``(G, H)``.
+        basis: ``(G, H, k')`` with ``k' = min(rank, n, H)``; column j of group g is zero when j >= ranks[g].
+        ranks: ``(G,)`` int64, ``min(rank, counts - 1, numerical rank)``.
+    """
+    num_groups, n, hidden = x.shape
+    real = torch.arange(n, device=x.device).unsqueeze(0) < counts.unsqueeze(1)  # (G, n)
+    x = torch.where(real.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
+    mean = x.sum(dim=1) / counts.unsqueeze(1).to(x.dtype)
+    centred = (x - mean.unsqueeze(1)) * real.unsqueeze(-1)
+
+    width = min(rank + oversample, n, hidden)
+    if method == "exact" or width >= min(n, hidden):
+        _, sigma, vh = torch.linalg.svd(centred, full_matrices=False)
+    elif method == "randomized":
+        sigma, vh = _randomized_svd(centred, width, power_iters, generator)
+    else:
+        raise ValueError(f"unknown subspace method {method!r}; expected 'exact' or 'randomized'")
+
+    keep = min(rank, vh.shape[1])
+    numerical_rank = (sigma > rtol * sigma[:, :1]).sum(dim=1)
+    ranks = torch.minimum(torch.minimum(numerical_rank, counts.to(x.device) - 1), torch.tensor(keep, device=x.device))
+    ranks = ranks.clamp_min(0)
+    basis = vh[:, :keep].transpose(1, 2)
+    basis = basis * (torch.arange(keep, device=x.device).unsqueeze(0) < ranks.unsqueeze(1)).unsqueeze(1)
+    return mean, basis, ranks
+
+
+def _randomized_svd(
+    centred: torch.Tensor, width: int, power_iters: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Singular values ``(G, width)`` and right singular vectors ``(G, width, H)`` of the range-found part."""
+    hidden = centred.shape[-1]
+    test = torch.randn(hidden, width, generator=generator, dtype=centred.dtype)
+    q = torch.linalg.qr(centred @ test.to(centred.device)).Q  # (G, n, width)
+    for _ in range(power_iters):
+        z = torch.linalg.qr(centred.transpose(1, 2) @ q).Q  # (G, H, width)
+        q = torch.linalg.qr(centred @ z).Q
+    small = q.transpose(1, 2) @ centred  # (G, width, H)
+    _, sigma, vh = torch.linalg.svd(small, full_matrices=False)
+    return sigma, vh
