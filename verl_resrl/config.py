@@ -54,7 +54,7 @@ class ResRLConfig:
     hidden_layer: int = -2
     split_by: str = "reward"
     subspace: str = "randomized"
-    oversample: int = 32
+    oversample: int = 48
     power_iters: int = 6
     seed: int = 0
     degenerate_range: float = 1e-5

@@ -20,7 +20,7 @@ def positive_subspace(
     counts: torch.Tensor,
     rank: int,
     method: str = "randomized",
-    oversample: int = 32,
+    oversample: int = 48,
     power_iters: int = 6,
     rtol: float = 1e-4,
     generator: torch.Generator | None = None,
