@@ -1,0 +1,168 @@
+"""Time ResRL's advantage computation for one rank-local batch: the package vs a straightforward per-group port.
+
+    python benchmarks/bench_residuals.py                      # CPU: 32 groups x 4 x 1024 tokens, H = 1024
+    python benchmarks/bench_residuals.py --device cuda        # GPU: 32 groups x 4 x 4096 tokens, H = 2560
+
+Both paths get the same inputs and compute residual energies, token weights and advantages. The straightforward
+port loops over groups with a full SVD and ``torch.quantile``. Prints both times, the ratio, peak memory and the
+largest differences; writes JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from verl_resrl import ResRLConfig, compute_residuals, positive_responses, resrl_advantages
+
+
+def make_inputs(groups, per_group, length, width, device, dtype, seed=0):
+    """Hidden states with a decaying spectrum (low-rank signal + noise), 2 positives per group."""
+    gen = torch.Generator().manual_seed(seed)
+    batch = groups * per_group
+    signal_rank = min(256, width)
+    directions = torch.randn(signal_rank, width, generator=gen) * (torch.arange(1, signal_rank + 1) ** -1.0)[:, None]
+    directions, offset = directions.to(device), (torch.randn(width, generator=gen) * 0.1).to(device)
+    hidden = torch.empty(batch, length, width, dtype=dtype, device=device)
+    for b in range(batch):  # build per response to bound memory
+        coef = torch.randn(length, signal_rank, generator=gen).to(device)
+        noise = torch.randn(length, width, generator=gen).to(device) * 0.01
+        hidden[b] = (coef @ directions * 10 + noise + offset).to(dtype)
+    lengths = torch.randint(length // 2, length + 1, (batch,), generator=gen)
+    mask = (torch.arange(length)[None] < lengths[:, None]).float().to(device)
+    rewards = torch.zeros(batch, length, device=device)
+    positive = torch.tensor([i % per_group < 2 for i in range(batch)])
+    rewards[torch.arange(batch), lengths - 1] = positive.float().to(device)
+    uids = [f"uid-{i // per_group}" for i in range(batch)]
+    return hidden, mask, rewards, uids
+
+
+def package_path(hidden, mask, rewards, uids, cfg):
+    positive = positive_responses(rewards, mask, uids, cfg)
+    res = compute_residuals(hidden, mask, uids, positive, cfg)
+    advantages, _ = resrl_advantages(rewards, mask, uids, res.residual, res.has_residual, cfg)
+    return res.residual, advantages
+
+
+def per_group_port(hidden, mask, rewards, uids, cfg):
+    """The formulas as written, one group at a time (full SVD, torch.quantile), fp32 on the same device."""
+    width = hidden.shape[-1]
+    scores = rewards.sum(-1)
+    residual = torch.zeros(mask.shape, device=hidden.device)
+    advantages = torch.zeros(mask.shape, device=hidden.device)
+    for uid in dict.fromkeys(uids):
+        rows = torch.tensor([u == uid for u in uids], device=hidden.device)
+        s = scores[rows]
+        adv = (s - s.mean()) / (s.std() + cfg.adv_epsilon)
+        pos_rows, neg_rows = rows & (scores > 0), rows & (scores <= 0)
+        pos_tok = pos_rows[:, None] & mask.bool()
+        neg_tok = neg_rows[:, None] & mask.bool()
+        weights = torch.ones(mask.shape, device=hidden.device)
+        if pos_rows.any() and neg_rows.any() and pos_tok.sum() >= cfg.min_pos_tokens:
+            x = F.layer_norm(hidden[pos_tok].float(), (width,))
+            if x.shape[0] > cfg.max_pos_tokens:
+                x = x[torch.randperm(x.shape[0], device=x.device)[: cfg.max_pos_tokens]]
+            mu = x.mean(0)
+            _, _, vh = torch.linalg.svd(x - mu, full_matrices=False)
+            v = vh[: min(cfg.rank, x.shape[0] - 1)].T
+            c = F.layer_norm(hidden[neg_tok].float(), (width,)) - mu
+            r = ((c - c @ v @ v.T) ** 2).sum(-1) / width
+            residual[neg_tok] = r
+            lo, hi = torch.quantile(r, cfg.q_low), torch.quantile(r, cfg.q_high)
+            z = ((r - lo) / (hi - lo)).clamp(0, 1)
+            weights[neg_tok] = cfg.min_weight + (1 - cfg.min_weight) * z
+        scale = torch.where(pos_rows[:, None], torch.full_like(weights, cfg.pos_weight), weights)
+        advantages[rows] = (adv[:, None] * scale[rows]) * mask[rows]
+    return residual, advantages
+
+
+def timed(fn, device, repeats):
+    times = []
+    for _ in range(repeats + 1):  # first call warms up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return out, statistics.median(times[1:])
+
+
+def peak_memory_mb(device, fn):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    # CPU: run it in a forked child and report how far the child's peak RSS rose above the parent's RSS.
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        fn()
+        os.write(write, str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss).encode())
+        os._exit(0)
+    os.close(write)
+    child_peak_kb = int(os.read(read, 64) or 0)
+    os.waitpid(pid, 0)
+    with open(f"/proc/{os.getpid()}/statm") as f:
+        rss_kb = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    return (child_peak_kb - rss_kb) / 1024
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--groups", type=int, default=32)
+    p.add_argument("--per-group", type=int, default=4)
+    p.add_argument("--length", type=int, default=None, help="response tokens (default 1024 CPU, 4096 CUDA)")
+    p.add_argument("--hidden", type=int, default=None, help="hidden size (default 1024 CPU, 2560 CUDA)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("--subspace", default="randomized", choices=["randomized", "exact"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default="benchmarks/results/bench_residuals.json")
+    args = p.parse_args(argv)
+
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    length = args.length or (4096 if cuda else 1024)
+    width = args.hidden or (2560 if cuda else 1024)
+    cfg = ResRLConfig(subspace=args.subspace)
+    inputs = make_inputs(args.groups, args.per_group, length, width, device, getattr(torch, args.dtype))
+
+    fast_mem = peak_memory_mb(device, lambda: package_path(*inputs, cfg))
+    (fast_res, fast_adv), fast_s = timed(lambda: package_path(*inputs, cfg), device, args.repeats)
+    ref_mem = peak_memory_mb(device, lambda: per_group_port(*inputs, cfg))
+    (ref_res, ref_adv), ref_s = timed(lambda: per_group_port(*inputs, cfg), device, args.repeats)
+
+    result = {
+        "shape": {"groups": args.groups, "per_group": args.per_group, "length": length, "hidden": width,
+                  "dtype": args.dtype, "subspace": args.subspace},
+        "device": torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)",
+        "torch": torch.__version__, "python": platform.python_version(),
+        "package_s": fast_s, "per_group_port_s": ref_s, "speedup": ref_s / fast_s,
+        "package_peak_mb": fast_mem, "per_group_port_peak_mb": ref_mem,
+        "max_rel_residual_diff": float((fast_res - ref_res).abs().max() / ref_res.abs().max()),
+        "max_abs_advantage_diff": float((fast_adv - ref_adv).abs().max()),
+    }
+    for key, value in result.items():
+        print(f"{key:>24}: {value:.4g}" if isinstance(value, float) else f"{key:>24}: {value}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
