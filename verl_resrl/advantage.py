@@ -78,6 +78,7 @@ def resrl_advantages(
     has_residual: torch.Tensor,
     config: ResRLConfig,
     norm_adv_by_std: bool = True,
+    is_positive: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ResRL token-level advantages.
 
@@ -88,6 +89,8 @@ def resrl_advantages(
         residual, has_residual: ``(B, T)`` from :func:`verl_resrl.compute_residuals`. Positive responses'
             advantages are scaled by ``pos_weight`` whatever ``has_residual`` says; negative tokens without a
             residual (skipped groups) keep weight 1.
+        is_positive: optional ``(B,)`` bool positive set; by default :func:`positive_responses`. Pass the set
+            the residuals were computed with when the rewards were changed since (e.g. a KL penalty).
 
     Returns:
         ``(advantages, returns)``, both ``(B, T)`` float32 and equal, zero outside the response mask.
@@ -95,7 +98,12 @@ def resrl_advantages(
     advantage = grpo_outcome_advantage(
         token_level_rewards, response_mask, group_ids, norm_adv_by_std, config.adv_epsilon
     )
-    positive = positive_responses(token_level_rewards, response_mask, group_ids, config, norm_adv_by_std)
+    if is_positive is None:
+        positive = positive_responses(token_level_rewards, response_mask, group_ids, config, norm_adv_by_std)
+    else:
+        positive = torch.as_tensor(is_positive, device=advantage.device).bool().reshape(-1)
+        if positive.numel() != advantage.numel():
+            raise ValueError(f"is_positive has {positive.numel()} entries for a batch of {advantage.numel()} responses")
     negative_residual = has_residual.bool() & ~positive.unsqueeze(1)
     weights = negative_token_weights(residual, negative_residual, response_mask, group_ids, config)
     scale = torch.where(positive.unsqueeze(1), torch.full_like(weights, config.pos_weight), weights)

@@ -23,6 +23,7 @@ def _components() -> list[str]:
     modules = []
     if os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu":
         modules.append("verl_resrl.cpu")
+    modules.append("verl_resrl.integration")
     return modules
 
 

@@ -19,7 +19,7 @@ groups are present.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
 import torch
@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from verl_resrl.config import ResRLConfig
 from verl_resrl.groups import group_index, group_seed
 from verl_resrl.subspace import positive_subspace
+
+GROUP_STATUSES = ("not_mixed", "computed", "few_pos_tokens", "nonfinite", "no_negative_tokens")
 
 # Positive tokens of several groups are padded into one (G, n, H) fp32 batch of at most this many elements.
 _CHUNK_ELEMENTS = 1 << 28
@@ -48,6 +50,9 @@ class ResidualStats:
     neg_responses_weighted: int = 0  # ... that received residuals
     rank_sum: int = 0
     rank_min: int = 0
+    # per group id: one of GROUP_STATUSES, and the subspace rank used for computed groups
+    group_status: dict = field(default_factory=dict)
+    group_rank: dict = field(default_factory=dict)
 
     @property
     def coverage(self) -> float:
@@ -59,9 +64,12 @@ class ResidualStats:
         return self.rank_sum / self.computed_groups if self.computed_groups else 0.0
 
     def merge(self, other: ResidualStats) -> ResidualStats:
-        merged = {k: getattr(self, k) + v for k, v in asdict(other).items() if k != "rank_min"}
+        counts = {f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)
+                  if f.name not in ("rank_min", "group_status", "group_rank")}
         mins = [s.rank_min for s in (self, other) if s.computed_groups]
-        return ResidualStats(**merged, rank_min=min(mins) if mins else 0)
+        return ResidualStats(**counts, rank_min=min(mins) if mins else 0,
+                             group_status={**self.group_status, **other.group_status},
+                             group_rank={**self.group_rank, **other.group_rank})
 
 
 class Residuals(NamedTuple):
@@ -136,16 +144,23 @@ def compute_residuals(
 
     active = []
     for g in range(num_groups):
+        status = stats.group_status
         if not (pos_samples[g] and neg_samples[g]):
+            status[unique[g]] = "not_mixed"
             continue
         stats.mixed_groups += 1
         stats.neg_responses_mixed += neg_nonempty[g]
         if nonfinite_per_group[g]:
             stats.skipped_nonfinite += 1
+            status[unique[g]] = "nonfinite"
         elif pos_tokens[g] < config.min_pos_tokens:
             stats.skipped_few_pos_tokens += 1
+            status[unique[g]] = "few_pos_tokens"
         elif neg_nonempty[g]:
+            status[unique[g]] = "computed"
             active.append(g)
+        else:
+            status[unique[g]] = "no_negative_tokens"
     if not active:
         return Residuals(residual, has_residual, stats)
 
@@ -216,6 +231,7 @@ def _residuals_of_chunk(chunk, hidden, sample_of, position_of, starts, unique, s
         residual[samples, positions] = outside.pow(2).sum(dim=-1) / width
         has_residual[samples, positions] = True
     rank_list = ranks.tolist()
+    stats.group_rank.update({unique[g]: r for g, r in zip(chunk, rank_list)})
     stats.rank_min = min(rank_list + ([stats.rank_min] if stats.computed_groups else []))
     stats.rank_sum += sum(rank_list)
     stats.computed_groups += len(chunk)

@@ -28,6 +28,12 @@ class VerlInternal:
             obj = getattr(obj, part)
         return obj
 
+    def bind(self, *args, **kwargs) -> dict:
+        """The arguments of a call to this internal by parameter name, defaults applied."""
+        bound = inspect.signature(self.resolve()).bind(*args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
     def check(self) -> None:
         """Raise ``AssertionError`` describing the mismatch if the internal changed shape."""
         obj = self.resolve()
@@ -62,11 +68,9 @@ declare("cpu.PlatformRegistry", "verl.plugin.platform.platform_manager", "Platfo
 declare("cpu.EngineRegistry.get_engine_cls", "verl.workers.engine.base", "EngineRegistry.get_engine_cls",
         "FSDP engines are registered for cuda/npu only; VERL_ENGINE_DEVICE=cuda (read here) selects the "
         "device-agnostic FSDPEngine on cpu - cpu/platform.py", ("model_type", "backend"))
-declare("cpu.distributed_module", "verl.utils.distributed", "initialize_global_process_group_ray",
-        "module attribute replaced by a wrapper (workers import it by name after plugins load) - cpu/patches.py")
 declare("cpu.initialize_global_process_group_ray", "verl.utils.distributed", "initialize_global_process_group_ray",
-        "wrapped: it builds backend 'cpu:gloo,cpu:gloo' on the cpu platform, which torch rejects -> 'gloo' "
-        "- cpu/patches.py", ("timeout_second", "backend"))
+        "wrapped (module attribute; workers import it by name after plugins load): it builds backend "
+        "'cpu:gloo,cpu:gloo' on the cpu platform, which torch rejects -> 'gloo' - cpu/patches.py", ("timeout_second", "backend"))
 declare("cpu.fsdp_engine_CPUOffloadPolicy", "verl.workers.engine.fsdp.transformer_impl", "CPUOffloadPolicy",
         "FSDPEngine._build_fsdp_module gives forward-only (ref) FSDP2 engines CPUOffloadPolicy(pin_memory=True); "
         "pinning needs an accelerator -> module name replaced by a never-pinning factory - cpu/patches.py")
@@ -79,12 +83,12 @@ declare("cpu._ROLLOUT_REGISTRY", "verl.workers.rollout.base", "_ROLLOUT_REGISTRY
         "worker-side rollout classes by (name, mode): ('hf', 'async') -> HFServerAdapter - cpu/hf_rollout.py")
 declare("cpu.BaseRollout", "verl.workers.rollout.base", "BaseRollout",
         "base of HFServerAdapter (update_weights receives the trainer's full parameters) - cpu/hf_rollout.py",
-        ("self", "config", "model_config", "device_mesh"))
+        ("config", "model_config", "device_mesh"))
 declare("cpu.RolloutReplicaRegistry", "verl.workers.rollout.replica", "RolloutReplicaRegistry",
         "driver-side replica classes by rollout name: 'hf' -> HFReplica - cpu/hf_rollout.py")
 declare("cpu.RolloutReplica", "verl.workers.rollout.replica", "RolloutReplica",
         "base of HFReplica (launch_servers, server_handle/address used by the agent loop) - cpu/hf_rollout.py",
-        ("self", "replica_rank", "config", "model_config", "gpus_per_node"))
+        ("replica_rank", "config", "model_config", "gpus_per_node"))
 declare("cpu.TokenOutput", "verl.workers.rollout.replica", "TokenOutput",
         "token-in/token-out result the agent loop expects from server.generate - cpu/hf_rollout.py")
 declare("cpu.HFModelConfig", "verl.workers.config", "HFModelConfig",
@@ -96,3 +100,79 @@ declare("cpu.omega_conf_to_dataclass", "verl.utils.config", "omega_conf_to_datac
 declare("cpu.validate_config", "verl.utils.config", "validate_config",
         "wrapped (main_ppo imports it by name after plugins load): the driver checks CPU-incompatible settings "
         "before Ray workers start and would hang - cpu/checks.py", ("config",))
+
+# Baseline estimators (verl_resrl/baselines.py) and the length-scaled reward manager (verl_resrl/length_scaled_reward.py).
+declare("baselines.register_adv_est", "verl.trainer.ppo.core_algos", "register_adv_est",
+        "registers psr / nsr / w_reinforce; it raises when a *different* function is already registered under a "
+        "name, so register() re-uses the same function objects - baselines.py", ("name_or_enum",))
+declare("reward.register_reward_manager", "verl.experimental.reward_loop.reward_manager", "register",
+        "registers the 'length_scaled' reward manager (reward.reward_manager.name, source=register); raises on a "
+        "different class under the same name - length_scaled_reward.py", ("name",))
+declare("reward.NaiveRewardManager", "verl.experimental.reward_loop.reward_manager.naive", "NaiveRewardManager",
+        "base of LengthScaledRewardManager: async run_single(data) -> {'reward_score', 'reward_extra_info'}; "
+        "data[-1] holds batch['responses'] and batch['attention_mask'] - length_scaled_reward.py",
+        ("config", "tokenizer", "compute_score"))
+
+# ResRL integration (verl_resrl/integration), active only with algorithm.adv_estimator=resrl.
+declare("ADV_ESTIMATOR_REGISTRY", "verl.trainer.ppo.core_algos", "ADV_ESTIMATOR_REGISTRY",
+        "estimator 'resrl' is added to the registry (register_adv_est raises on re-registration, so plugin "
+        "re-imports set the entry directly) - integration/advantage.py")
+declare("POLICY_LOSS_REGISTRY", "verl.trainer.ppo.core_algos", "POLICY_LOSS_REGISTRY",
+        "policy loss 'resrl' is added to the registry - integration/policy_loss.py")
+declare("compute_policy_loss_vanilla", "verl.trainer.ppo.core_algos", "compute_policy_loss_vanilla",
+        "the 'resrl' loss is the vanilla clipped surrogate plus diagnostics - integration/policy_loss.py",
+        ("old_log_prob", "log_prob", "advantages", "response_mask", "loss_agg_mode", "config", "rollout_is_weights"))
+declare("compute_advantage", "verl.trainer.ppo.ray_trainer", "compute_advantage",
+        "wrapped (both trainers; V1 imports it into v1.utils): estimators get no per-token extras, so with "
+        "adv_estimator=resrl the wrapper passes the actor's residuals - integration/advantage.py",
+        ("data", "adv_estimator", "gamma", "lam", "num_repeat", "norm_adv_by_std_in_grpo", "config"))
+declare("v1.compute_advantage", "verl.trainer.ppo.v1.utils", "compute_advantage",
+        "the name compute_advantage_for_multi_trajectories calls for non-GRPO estimators - integration/advantage.py",
+        ("data", "adv_estimator"))
+declare("compute_data_metrics", "verl.trainer.ppo.metric_utils", "compute_data_metrics",
+        "wrapped: both trainers call it once per step; it carries the resrl/* metrics into the tracker "
+        "- integration/advantage.py", ("batch", "use_critic"))
+declare("validate_config", "verl.utils.config", "validate_config",
+        "wrapped: main_ppo's driver check, before Ray starts; ResRL refusals are raised here "
+        "- integration/checks.py", ("config",))
+declare("PPOTrainer._balance_batch", "verl.trainer.ppo.v1.trainer_base", "PPOTrainer._balance_batch",
+        "V1 per-sample balancing splits uid groups across DP ranks; replaced for resrl by whole-group shards "
+        "(same upsampling and metrics) - integration/trainer.py",
+        ("self", "batch", "metrics", "logging_prefix", "keep_minibatch"))
+declare("PPOTrainer._compute_old_log_prob", "verl.trainer.ppo.v1.trainer_base", "PPOTrainer._compute_old_log_prob",
+        "V1: tags samples (group, positive) in TransferQueue and marks the request so the actor computes "
+        "residuals - integration/trainer.py", ("self", "batch", "metrics"))
+declare("PPOTrainer._compute_advantage", "verl.trainer.ppo.v1.trainer_base", "PPOTrainer._compute_advantage",
+        "V1 fetches a fixed field list; the wrapper fetches the residual fields for compute_advantage "
+        "- integration/trainer.py", ("self", "batch", "metrics"))
+declare("PPOTrainer._get_required_batch_multiple", "verl.trainer.ppo.v1.trainer_base",
+        "PPOTrainer._get_required_batch_multiple", "same upsampling as veRL's V1 balancing - integration/trainer.py",
+        ("self", "dp_size"))
+declare("RayPPOTrainer._balance_batch", "verl.trainer.ppo.ray_trainer", "RayPPOTrainer._balance_batch",
+        "legacy balancing splits uid groups across DP ranks; replaced for resrl - integration/trainer.py",
+        ("self", "batch", "metrics", "logging_prefix", "keep_minibatch"))
+declare("RayPPOTrainer._compute_old_log_prob", "verl.trainer.ppo.ray_trainer", "RayPPOTrainer._compute_old_log_prob",
+        "legacy keeps only the keys it knows from the actor's output; the wrapper keeps the residual fields "
+        "- integration/trainer.py", ("self", "batch"))
+declare("RayPPOTrainer._get_dp_size", "verl.trainer.ppo.ray_trainer", "RayPPOTrainer._get_dp_size",
+        "actor DP size for legacy balancing - integration/trainer.py", ("self", "worker_group", "role"))
+declare("upsample_batch_to_divisible_size", "verl.trainer.ppo.padding_utils", "upsample_batch_to_divisible_size",
+        "V1 balancing pads the batch to the DP/mini-batch multiple first - integration/trainer.py")
+declare("calculate_workload", "verl.utils.seqlen_balancing", "calculate_workload",
+        "veRL's per-sample cost model used to balance shards - integration/trainer.py")
+declare("log_seqlen_unbalance", "verl.utils.seqlen_balancing", "log_seqlen_unbalance",
+        "the same balance metrics veRL logs - integration/trainer.py", ("seqlen_list", "partitions", "prefix"))
+declare("TrainingWorker.infer_batch", "verl.workers.engine_workers", "TrainingWorker.infer_batch",
+        "wrapped: arms the hidden-state hook for the actor's old-log-prob request only and returns the "
+        "residual fields with the log-probs - integration/worker.py", ("self", "data"))
+declare("FSDPEngineWithLMHead.prepare_model_outputs", "verl.workers.engine.fsdp.transformer_impl",
+        "FSDPEngineWithLMHead.prepare_model_outputs",
+        "wrapped: per micro-batch, the captured states are cut into response states the way log-probs are "
+        "- integration/worker.py", ("self", "output", "output_args", "micro_batch", "logits_processor_func"))
+declare("FSDPEngineWithLMHead._gather_and_unpad_packed", "verl.workers.engine.fsdp.transformer_impl",
+        "FSDPEngineWithLMHead._gather_and_unpad_packed",
+        "Ulysses gather + packed-padding removal applied to captured states - integration/worker.py",
+        ("self", "tensor", "pad_size"))
+declare("tu.get_non_tensor_data", "verl.utils.tensordict_utils", "get_non_tensor_data",
+        "reads the request's non-tensor keys (ResRL settings, use_remove_padding) - integration/worker.py",
+        ("data", "key", "default"))

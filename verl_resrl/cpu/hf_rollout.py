@@ -1,0 +1,466 @@
+"""An HF-transformers rollout for veRL on CPU, registered as ``actor_rollout_ref.rollout.name=hf``.
+
+veRL's agent loop talks to rollout *servers* token-in/token-out: ``server.generate(prompt_ids=...,
+sampling_params=..., request_id=...) -> TokenOutput``. vLLM/SGLang need GPUs, so this module provides the same
+contract with ``transformers``:
+
+* :class:`HFRolloutServer` — a Ray actor per replica holding a copy of the policy. Requests are queued and
+  served in batches: requests that arrive together and share sampling settings are decoded together
+  (left-padded, one KV cache), with temperature / top-p / top-k / max tokens / stop on EOS, and the
+  per-token log-probs of the sampled tokens under ``logits / temperature`` (what veRL's actor computes).
+* :class:`HFReplica` — the ``RolloutReplica`` that launches one server per replica (hybrid mode: a replica
+  per ``tensor_model_parallel_size`` trainer ranks; on CPU that is 1, so one replica per rank).
+* :class:`HFServerAdapter` — the ``BaseRollout`` living in each trainer worker; at every weight sync it
+  receives the trainer's full (un-sharded) parameters and pushes them to its replica's server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Generator, Optional
+
+import ray
+import torch
+
+from verl_resrl import verl_internals
+from verl_resrl.cpu._import_hook import when_imported
+
+logger = logging.getLogger(__name__)
+
+ROLLOUT_NAME = "hf"
+SERVER_NAME_PREFIX = "hf_"
+BATCH_WINDOW_S = 0.005
+
+
+def server_actor_name(replica_rank: int) -> str:
+    """Ray name of replica ``replica_rank``'s server (looked up by the trainer-side adapter)."""
+    return f"{SERVER_NAME_PREFIX}server_{replica_rank}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """The sampling settings a batch must share (each request has its own token budget)."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    ignore_eos: bool
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "SamplingSettings":
+        rep = float(params.get("repetition_penalty", 1.0) or 1.0)
+        if rep != 1.0:
+            raise ValueError(f"hf rollout: repetition_penalty={rep} is not supported (use 1.0)")
+        top_k = params.get("top_k", -1)
+        return cls(
+            temperature=float(params.get("temperature", 1.0)),
+            top_p=float(params.get("top_p", 1.0)),
+            top_k=-1 if top_k is None else int(top_k),
+            ignore_eos=bool(params.get("ignore_eos", False)),
+        )
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Mask (to -inf) the logits outside the top-k set and outside the top-p nucleus, row-wise."""
+    if top_k is not None and 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # remove a token if the mass strictly before it already reaches top_p (always keeps the first)
+        remove_sorted = (torch.cumsum(probs, dim=-1) - probs) >= top_p
+        remove = torch.zeros_like(remove_sorted).scatter(-1, sorted_idx, remove_sorted)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    max_tokens: int
+    settings: SamplingSettings
+    want_logprobs: bool
+    future: asyncio.Future
+    token_ids: list[int] = field(default_factory=list)
+    log_probs: list[float] = field(default_factory=list)
+
+
+@torch.no_grad()
+def generate_batch(
+    model: torch.nn.Module,
+    requests: list[_Request],
+    eos_token_ids: set[int],
+    pad_token_id: int,
+    generator: torch.Generator,
+) -> None:
+    """Decode ``requests`` (same :class:`SamplingSettings`) together; fills ``token_ids`` / ``log_probs``."""
+    settings = requests[0].settings
+    device = next(model.parameters()).device
+    n = len(requests)
+    max_prompt = max(len(r.prompt_ids) for r in requests)
+    input_ids = torch.full((n, max_prompt), pad_token_id, dtype=torch.long, device=device)
+    attention_mask = torch.zeros((n, max_prompt), dtype=torch.long, device=device)
+    for i, r in enumerate(requests):  # left padding: every row's next token is at the last column
+        input_ids[i, max_prompt - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids, dtype=torch.long)
+        attention_mask[i, max_prompt - len(r.prompt_ids) :] = 1
+    budget = torch.tensor([r.max_tokens for r in requests], device=device)
+    finished = torch.zeros(n, dtype=torch.bool, device=device)
+    past = None
+    step_ids = input_ids
+    for step in range(int(budget.max())):
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
+        out = model(
+            input_ids=step_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past,
+            use_cache=True,
+        )
+        past = out.past_key_values
+        logits = out.logits[:, -1, :].float()
+        greedy = settings.temperature <= 0
+        scaled = logits if greedy else logits / settings.temperature
+        logprobs_all = torch.log_softmax(scaled, dim=-1)
+        if greedy:
+            next_ids = torch.argmax(logits, dim=-1)
+        else:
+            probs = torch.softmax(filter_logits(scaled, settings.top_k, settings.top_p), dim=-1)
+            next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        next_logprobs = logprobs_all.gather(-1, next_ids[:, None]).squeeze(-1)
+        for i, r in enumerate(requests):
+            if finished[i]:
+                continue
+            token = int(next_ids[i])
+            r.token_ids.append(token)
+            r.log_probs.append(float(next_logprobs[i]))
+            if (token in eos_token_ids and not settings.ignore_eos) or len(r.token_ids) >= r.max_tokens:
+                finished[i] = True
+        if bool(finished.all()):
+            break
+        step_ids = torch.where(finished, torch.full_like(next_ids, pad_token_id), next_ids)[:, None]
+        attention_mask = torch.cat([attention_mask, (~finished).long()[:, None]], dim=-1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Server (Ray actor)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class HFRolloutServer:
+    """One rollout replica: an HF causal LM serving token-in/token-out requests in batches."""
+
+    def __init__(self, config, model_config, replica_rank: int, max_batch_size: int = 256):
+        from transformers import AutoModelForCausalLM
+
+        hf_model_config_cls = verl_internals.resolve("cpu.HFModelConfig")
+        if not isinstance(model_config, hf_model_config_cls):
+            model_config = verl_internals.resolve("cpu.omega_conf_to_dataclass")(
+                model_config, dataclass_type=hf_model_config_cls
+            )
+        self.config = config
+        self.model_config = model_config
+        self.replica_rank = replica_rank
+        self.max_batch_size = max(1, int(max_batch_size))
+        self.global_steps = None
+        path = model_config.local_path
+        self.model = AutoModelForCausalLM.from_pretrained(
+            path,
+            torch_dtype=torch.float32,
+            attn_implementation="sdpa",
+            trust_remote_code=model_config.trust_remote_code,
+        ).eval()
+        tokenizer = model_config.tokenizer
+        eos = model_config.generation_config.eos_token_id if model_config.generation_config is not None else None
+        eos = eos if eos is not None else tokenizer.eos_token_id
+        self.eos_token_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else next(iter(self.eos_token_ids), 0)
+        self.generator = torch.Generator().manual_seed(int(getattr(config, "seed", 0) or 0) + 1000 * replica_rank)
+        self._queue: list[_Request] = []
+        self._loop_task: Optional[asyncio.Task] = None
+        self._model_lock = threading.Lock()
+        self.stats = {"requests": 0, "batches": 0, "weight_updates": 0}
+
+    # -- generation ----------------------------------------------------------------------------------------------
+
+    def _max_tokens(self, prompt_len: int, params: dict[str, Any]) -> int:
+        max_model_len = self.config.max_model_len or (self.config.prompt_length + self.config.response_length)
+        room = max_model_len - prompt_len
+        if room < 1:
+            raise ValueError(f"prompt of {prompt_len} tokens leaves no room within max_model_len={max_model_len}")
+        if "max_tokens" in params:
+            wanted = params["max_tokens"]
+        elif "max_new_tokens" in params:
+            wanted = params["max_new_tokens"]
+        else:
+            wanted = min(self.config.response_length, self.config.prompt_length + self.config.response_length - prompt_len)
+        return max(1, min(int(wanted), room))
+
+    async def generate(self, prompt_ids, sampling_params: dict[str, Any], request_id: str, **kwargs):
+        """Generate one response (veRL's ``generate`` contract); returns a ``TokenOutput``."""
+        token_output_cls = verl_internals.resolve("cpu.TokenOutput")
+        for key in ("image_data", "video_data", "audio_data"):
+            if kwargs.get(key) is not None:
+                raise NotImplementedError(f"hf rollout: {key} (multi-modal input) is not supported")
+        prompt_ids = [int(t) for t in prompt_ids]
+        params = dict(sampling_params)
+        request = _Request(
+            prompt_ids=prompt_ids,
+            max_tokens=self._max_tokens(len(prompt_ids), params),
+            settings=SamplingSettings.from_params(params),
+            want_logprobs=bool(params.get("logprobs", False)),
+            future=asyncio.get_running_loop().create_future(),
+        )
+        self._queue.append(request)
+        self.stats["requests"] += 1
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.create_task(self._serve())
+        await request.future
+        return token_output_cls(
+            token_ids=request.token_ids,
+            log_probs=request.log_probs if request.want_logprobs else None,
+            stop_reason="completed",
+            extra_fields={"global_steps": self.global_steps},
+        )
+
+    async def _serve(self) -> None:
+        """Drain the queue: wait a moment for simultaneous requests, then decode them in batches."""
+        while self._queue:
+            await asyncio.sleep(BATCH_WINDOW_S)
+            pending, self._queue = self._queue, []
+            groups: dict[SamplingSettings, list[_Request]] = {}
+            for r in pending:
+                groups.setdefault(r.settings, []).append(r)
+            for group in groups.values():
+                for start in range(0, len(group), self.max_batch_size):
+                    batch = group[start : start + self.max_batch_size]
+                    try:
+                        await asyncio.to_thread(self._generate_locked, batch)
+                    except Exception as exc:  # noqa: BLE001 - hand the error to every waiting request
+                        for r in batch:
+                            if not r.future.done():
+                                r.future.set_exception(exc)
+                        continue
+                    self.stats["batches"] += 1
+                    for r in batch:
+                        if not r.future.done():
+                            r.future.set_result(None)
+
+    def _generate_locked(self, batch: list[_Request]) -> None:
+        with self._model_lock:
+            generate_batch(self.model, batch, self.eos_token_ids, self.pad_token_id, self.generator)
+
+    # -- weights -------------------------------------------------------------------------------------------------
+
+    def update_weights(self, state_dict: dict[str, torch.Tensor], global_steps: Optional[int] = None) -> int:
+        """Load the trainer's full parameters (HF names); every model parameter must be covered."""
+        with self._model_lock:
+            own = self.model.state_dict()
+            unknown = sorted(set(state_dict) - set(own))
+            if unknown:
+                raise KeyError(f"hf rollout: weights not in the rollout model: {unknown[:5]}")
+            missing = [k for k in own if k not in state_dict and not self._is_tied(k)]
+            if missing:
+                raise KeyError(f"hf rollout: weight sync lacks {missing[:5]}")
+            with torch.no_grad():
+                for name, tensor in state_dict.items():
+                    own[name].copy_(tensor.to(own[name].dtype))
+        self.stats["weight_updates"] += 1
+        if global_steps is not None:
+            self.global_steps = global_steps
+        return len(state_dict)
+
+    def _is_tied(self, name: str) -> bool:
+        return name == "lm_head.weight" and bool(getattr(self.model.config, "tie_word_embeddings", False))
+
+    def set_global_steps(self, global_steps: int) -> None:
+        self.global_steps = global_steps
+
+    def get_stats(self) -> dict[str, int]:
+        return dict(self.stats)
+
+    # -- lifecycle calls veRL makes on every server; weights and cache stay in host memory --------------------------
+
+    async def wake_up(self, tags: Optional[list[str]] = None):
+        return None
+
+    async def sleep(self):
+        return None
+
+    async def clear_kv_cache(self):
+        return None
+
+    async def release_kv_cache(self):
+        return None
+
+    async def resume_kv_cache(self):
+        return None
+
+    async def wait_for_requests_to_drain(self):
+        while self._queue or (self._loop_task is not None and not self._loop_task.done()):
+            await asyncio.sleep(BATCH_WINDOW_S)
+
+    async def abort_all_requests(self, reject_request: bool = False):
+        # Requests are short on CPU: let them finish instead of returning partial outputs.
+        await self.wait_for_requests_to_drain()
+        return {"aborted_count": 0, "request_ids": []}
+
+    async def resume_generation(self):
+        return None
+
+    async def start_profile(self, **kwargs):
+        return None
+
+    async def stop_profile(self):
+        return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Replica and trainer-side adapter
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _replica_class():
+    base = verl_internals.resolve("cpu.RolloutReplica")
+
+    class HFReplica(base):
+        """Launches one :class:`HFRolloutServer` per replica (single-process replicas only)."""
+
+        async def launch_servers(self):
+            if self.world_size != 1:
+                raise ValueError(
+                    "rollout name 'hf' runs each replica in one process: set "
+                    "actor_rollout_ref.rollout.tensor_model_parallel_size=1 (and data/pipeline parallel size 1); "
+                    f"got a rollout world size of {self.world_size}"
+                )
+            name = f"{SERVER_NAME_PREFIX}server{'_reward' if self.is_reward_model else ''}"
+            name += f"{'_teacher' if self.is_teacher_model else ''}_{self.replica_rank}{self.name_suffix}"
+            server = (
+                ray.remote(HFRolloutServer)
+                .options(name=name, num_cpus=0, max_concurrency=self.max_concurrency)
+                .remote(
+                    config=self.config,
+                    model_config=self.model_config,
+                    replica_rank=self.replica_rank,
+                    max_batch_size=self.config.max_num_seqs,
+                )
+            )
+            await server.get_stats.remote()  # wait for the model to load
+            self.servers = [server]
+            self._server_handle = server
+            self._server_address = f"hf-rollout://{name}"
+
+        def rollout_worker_use_gpu(self) -> bool:
+            return False
+
+    return HFReplica
+
+
+def _adapter_class():
+    base = verl_internals.resolve("cpu.BaseRollout")
+
+    class HFServerAdapter(base):
+        """Trainer-side end of the weight sync: full parameters → this rank's replica server."""
+
+        def __init__(self, config, model_config, device_mesh, replica_rank: int = -1):
+            super().__init__(config, model_config, device_mesh)
+            rank = int(os.environ.get("RANK", 0))
+            rollout_world_size = (
+                self.config.tensor_model_parallel_size
+                * self.config.data_parallel_size
+                * self.config.pipeline_model_parallel_size
+            )
+            self.replica_rank = rank // rollout_world_size if replica_rank == -1 else replica_rank
+            self._has_server = rank % rollout_world_size == 0
+            self._server = None
+
+        def _server_handle(self):
+            if self._server is None:
+                self._server = ray.get_actor(server_actor_name(self.replica_rank))
+            return self._server
+
+        async def resume(self, tags: list[str]):
+            return None
+
+        async def release(self):
+            return None
+
+        @torch.no_grad()
+        async def update_weights(
+            self,
+            weights: Generator[tuple[str, torch.Tensor], None, None],
+            wire_format: str = "named_tensors",
+            global_steps: Optional[int] = None,
+            peft_config=None,
+            **kwargs,
+        ):
+            if wire_format != "named_tensors":
+                raise NotImplementedError(f"hf rollout supports wire_format='named_tensors' only, got {wire_format!r}")
+            if peft_config is not None:
+                raise NotImplementedError("hf rollout: LoRA adapters are not supported; set model.lora.merge=True")
+            start = time.time()
+            # Every rank must walk the generator: un-sharding FSDP2 parameters is a collective.
+            state_dict = {name: tensor.detach().to("cpu").clone() for name, tensor in weights}
+            if self._has_server:
+                await self._server_handle().update_weights.remote(state_dict, global_steps=global_steps)
+            logger.info("hf rollout: synced %d tensors in %.2fs", len(state_dict), time.time() - start)
+
+    return HFServerAdapter
+
+
+_ADAPTER = None
+_REPLICA = None
+
+
+def adapter_class():
+    global _ADAPTER
+    if _ADAPTER is None:
+        _ADAPTER = _adapter_class()
+    return _ADAPTER
+
+
+def replica_class():
+    global _REPLICA
+    if _REPLICA is None:
+        _REPLICA = _replica_class()
+    return _REPLICA
+
+
+def _register_adapter(module) -> None:
+    registry = getattr(module, verl_internals.INTERNALS["cpu._ROLLOUT_REGISTRY"].attr)
+    registry[(ROLLOUT_NAME, "async")] = f"{__name__}.HFServerAdapter"
+
+
+def _register_replica(module) -> None:
+    registry = getattr(module, verl_internals.INTERNALS["cpu.RolloutReplicaRegistry"].attr)
+    registry.register(ROLLOUT_NAME, replica_class)
+
+
+def register() -> None:
+    """Register ``hf`` in veRL's two rollout registries (worker-side adapter, driver-side replica).
+
+    Both registry modules import a good part of veRL's worker stack, so the registration waits until veRL
+    imports them itself (see :mod:`verl_resrl.cpu._import_hook`).
+    """
+    when_imported(verl_internals.INTERNALS["cpu._ROLLOUT_REGISTRY"].module, _register_adapter)
+    when_imported(verl_internals.INTERNALS["cpu.RolloutReplicaRegistry"].module, _register_replica)
+
+
+def __getattr__(name: str):
+    # veRL's get_rollout_class imports "<module>.HFServerAdapter" by name; the class is built lazily.
+    if name == "HFServerAdapter":
+        return adapter_class()
+    if name == "HFReplica":
+        return replica_class()
+    raise AttributeError(name)
