@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# nsr on DAPO-Math-17k with the paper's settings; see common_math.sh for the environment variables.
+# Extra Hydra overrides are passed through, e.g.  bash recipes/run_nsr_math.sh trainer.total_training_steps=10
+ADV_ESTIMATOR=nsr exec bash "$(dirname "${BASH_SOURCE[0]}")/common_math.sh" "$@"

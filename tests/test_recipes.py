@@ -1,0 +1,121 @@
+"""recipes/*.sh: every recipe's final command composes against veRL 0.9.1's own Hydra config (no launch)."""
+
+import importlib.util
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+TRAIN_RECIPES = {"run_resrl_math.sh": "resrl", "run_grpo_math.sh": "grpo", "run_nsr_math.sh": "nsr",
+                 "run_w_reinforce_math.sh": "w_reinforce"}
+VERL_CONFIG_DIR = str(Path(importlib.util.find_spec("verl").submodule_search_locations[0]) / "trainer" / "config")
+
+
+def dry_run(script, *args, **env):
+    """The command lines a recipe prints with DRY_RUN=1, each split into argv."""
+    clean = {k: v for k, v in os.environ.items() if not k.isupper() or k in ("PATH", "HOME")}
+    result = subprocess.run(["bash", str(RECIPES / script), *args], capture_output=True, text=True, timeout=30,
+                            env={**clean, "DRY_RUN": "1", **env})
+    assert result.returncode == 0, result.stderr
+    return [shlex.split(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def overrides_after(argv, module):
+    assert argv[1:3] == ["-m", module], argv[:3]
+    return argv[3:]
+
+
+def compose(overrides):
+    """veRL's ``ppo_trainer`` config with ``overrides``; a misspelled key raises."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=VERL_CONFIG_DIR, version_base=None):
+        return hydra_compose(config_name="ppo_trainer", overrides=overrides)
+
+
+@pytest.mark.parametrize("script, estimator", sorted(TRAIN_RECIPES.items()))
+def test_training_recipe_composes_with_paper_defaults(script, estimator):
+    (argv,) = dry_run(script)
+    cfg = compose(overrides_after(argv, "verl.trainer.main_ppo"))
+    assert cfg.algorithm.adv_estimator == estimator
+    assert cfg.algorithm.use_kl_in_reward is False
+    actor = cfg.actor_rollout_ref.actor
+    assert (actor.optim.lr, actor.optim.lr_warmup_steps, actor.optim.weight_decay) == (1e-6, 10, 0.1)
+    assert actor.ppo_mini_batch_size == 64 and actor.use_kl_loss is False and actor.entropy_coeff == 0
+    assert (cfg.data.train_batch_size, cfg.actor_rollout_ref.rollout.n) == (256, 4)
+    assert (cfg.data.max_prompt_length, cfg.data.max_response_length) == (2048, 4096)
+    assert cfg.actor_rollout_ref.model.path == "Qwen/Qwen3-4B"
+    assert cfg.actor_rollout_ref.rollout.name == "vllm"
+    assert cfg.actor_rollout_ref.rollout.val_kwargs.temperature == 0.6
+    assert cfg.trainer.total_epochs == 1
+    assert cfg.reward.reward_manager.name == "length_scaled"
+    assert Path(cfg.reward.custom_reward_function.path) == REPO / "reward_fns" / "math_reward.py"
+    assert cfg.reward.custom_reward_function.reward_kwargs.reward_style == "binary"
+
+    from verl_resrl.length_scaled_reward import LengthScale
+
+    assert LengthScale.from_reward_config(cfg.reward) == LengthScale(3500, 4096, 0.7)
+    if estimator == "w_reinforce":
+        from verl_resrl.baselines import w_reinforce_lambda
+
+        assert w_reinforce_lambda(cfg.algorithm) == 0.1
+    else:
+        assert "w_reinforce_lambda" not in cfg.algorithm
+
+
+def test_recipes_differ_only_in_the_estimator():
+    commands = {script: dry_run(script)[0] for script in TRAIN_RECIPES}
+    stripped = {tuple(a for a in argv if not a.startswith(("algorithm.adv_estimator=", "trainer.experiment_name=",
+                                                           "trainer.default_local_dir=", "+algorithm.w_reinforce")))
+                for argv in commands.values()}
+    assert len(stripped) == 1
+
+
+def test_environment_and_extra_overrides_pass_through():
+    (argv,) = dry_run("run_resrl_math.sh", "trainer.total_training_steps=2", "+algorithm.resrl.rank=8",
+                      MODEL_PATH="/models/tiny", N_GPUS="2", ROLLOUT_TP_SIZE="2", TRAIN_BATCH_SIZE="8",
+                      MAX_RESPONSE_LENGTH="64", OUTPUT_DIR="/tmp/out", EXPERIMENT_NAME="smoke",
+                      REWARD_STYLE="signed", PYTHON="/opt/py")
+    assert argv[0] == "/opt/py"
+    cfg = compose(overrides_after(argv, "verl.trainer.main_ppo"))
+    assert cfg.actor_rollout_ref.model.path == "/models/tiny"
+    assert (cfg.trainer.n_gpus_per_node, cfg.actor_rollout_ref.rollout.tensor_model_parallel_size) == (2, 2)
+    assert cfg.data.train_batch_size == 8 and cfg.trainer.total_training_steps == 2
+    assert cfg.algorithm.resrl.rank == 8
+    assert cfg.trainer.default_local_dir == "/tmp/out/smoke"
+    assert cfg.reward.custom_reward_function.reward_kwargs.reward_style == "signed"
+    assert dict(cfg.reward.reward_kwargs.length_scale) == {"start": 54, "max_len": 64, "end_scale": 0.7}
+
+
+def test_misspelled_override_fails_composition():
+    (argv,) = dry_run("run_grpo_math.sh", "trainer.total_epoch=2")
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="total_epoch"):
+        compose(overrides_after(argv, "verl.trainer.main_ppo"))
+
+
+def test_eval_recipe_composes_and_calls_evaluate():
+    generate, evaluate = dry_run("eval_math.sh", MODEL_PATH="/models/resrl", N_SAMPLES="128",
+                                 OUTPUT_DIR="/tmp/ev", COMPARE_WITH="/tmp/grpo.parquet")
+    cfg = compose(overrides_after(generate, "verl.trainer.main_generation_server"))
+    rollout = cfg.actor_rollout_ref.rollout
+    assert (rollout.n, rollout.temperature, rollout.top_p, rollout.response_length) == (128, 0.6, 0.95, 8192)
+    assert rollout.name == "vllm"
+    assert cfg.data.output_path == "/tmp/ev/generations/resrl_n128.parquet"
+    assert evaluate[1:3] == ["-m", "verl_resrl.evaluate"]
+    assert evaluate[3:] == ["/tmp/grpo.parquet", "/tmp/ev/generations/resrl_n128.parquet", "--out-dir",
+                            "/tmp/ev/report"]
+
+
+def test_eval_recipe_requires_a_model():
+    result = subprocess.run(["bash", str(RECIPES / "eval_math.sh")], capture_output=True, text=True,
+                            env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "DRY_RUN": "1"})
+    assert result.returncode != 0 and "MODEL_PATH" in result.stderr
