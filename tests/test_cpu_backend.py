@@ -254,6 +254,7 @@ def test_sampling_temperature_logprobs_and_eos_stop(tiny_model):
         model.lm_head.weight.data[tok.eos_token_id] += 5 * model_bias.norm(dim=-1).max()
         one = _requests([prompt], eos_only, max_tokens=12)
         generate_batch(model, one, {tok.eos_token_id}, tok.pad_token_id, torch.Generator().manual_seed(0))
+        assert one[0].token_ids == [tok.eos_token_id]
     finally:
         model.lm_head.weight.data.copy_(model_bias)
 

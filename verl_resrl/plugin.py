@@ -23,7 +23,7 @@ def _components() -> list[str]:
     modules = []
     if os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu":
         modules.append("verl_resrl.cpu")
-    modules.append("verl_resrl.integration")
+    modules += ["verl_resrl.integration", "verl_resrl.baselines", "verl_resrl.length_scaled_reward"]
     return modules
 
 

@@ -92,6 +92,6 @@ def _wrap_validate_config(module) -> None:
 
 def register() -> None:
     """Wrap ``verl.utils.config.validate_config`` (``main_ppo.main`` calls it before ``ray.init``)."""
-    from verl_resrl.cpu._import_hook import when_imported
+    from verl_resrl._import_hook import when_imported
 
     when_imported(verl_internals.INTERNALS["cpu.validate_config"].module, _wrap_validate_config)

@@ -28,7 +28,7 @@ import ray
 import torch
 
 from verl_resrl import verl_internals
-from verl_resrl.cpu._import_hook import when_imported
+from verl_resrl._import_hook import when_imported
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,16 @@ class _Request:
     future: asyncio.Future
     token_ids: list[int] = field(default_factory=list)
     log_probs: list[float] = field(default_factory=list)
+    # the request's own random stream: its tokens do not depend on which requests share its batch
+    generator: Optional[torch.Generator] = None
+
+
+def request_seed(base_seed: int, replica_rank: int, global_steps, prompt_ids: list[int], occurrence: int) -> int:
+    """Seed of a request's random stream: the same prompt asked again (a group's n samples) gets a new one."""
+    import hashlib
+
+    text = f"{base_seed}:{replica_rank}:{global_steps}:{occurrence}:" + ",".join(map(str, prompt_ids))
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") & ((1 << 63) - 1)
 
 
 @torch.no_grad()
@@ -136,7 +146,11 @@ def generate_batch(
             next_ids = torch.argmax(logits, dim=-1)
         else:
             probs = torch.softmax(filter_logits(scaled, settings.top_k, settings.top_p), dim=-1)
-            next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            # inverse-CDF sampling with one uniform draw per row from the row's own stream
+            uniform = torch.stack([torch.rand((), generator=r.generator or generator) for r in requests])
+            cdf = probs.cumsum(dim=-1)
+            next_ids = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(-1).to(cdf.dtype), right=True)
+            next_ids = next_ids.squeeze(-1).clamp(max=probs.shape[-1] - 1)
         next_logprobs = logprobs_all.gather(-1, next_ids[:, None]).squeeze(-1)
         for i, r in enumerate(requests):
             if finished[i]:
@@ -186,7 +200,9 @@ class HFRolloutServer:
         self.eos_token_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
         pad = tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else next(iter(self.eos_token_ids), 0)
-        self.generator = torch.Generator().manual_seed(int(getattr(config, "seed", 0) or 0) + 1000 * replica_rank)
+        self.base_seed = int(getattr(config, "seed", 0) or 0)
+        self.generator = torch.Generator().manual_seed(self.base_seed + 1000 * replica_rank)
+        self._occurrences: dict[tuple[int, ...], int] = {}  # per prompt since the last weight sync
         self._queue: list[_Request] = []
         self._loop_task: Optional[asyncio.Task] = None
         self._model_lock = threading.Lock()
@@ -215,7 +231,11 @@ class HFRolloutServer:
                 raise NotImplementedError(f"hf rollout: {key} (multi-modal input) is not supported")
         prompt_ids = [int(t) for t in prompt_ids]
         params = dict(sampling_params)
+        occurrence = self._occurrences.get(tuple(prompt_ids), 0)
+        self._occurrences[tuple(prompt_ids)] = occurrence + 1
+        seed = request_seed(self.base_seed, self.replica_rank, self.global_steps, prompt_ids, occurrence)
         request = _Request(
+            generator=torch.Generator().manual_seed(seed),
             prompt_ids=prompt_ids,
             max_tokens=self._max_tokens(len(prompt_ids), params),
             settings=SamplingSettings.from_params(params),
@@ -277,6 +297,7 @@ class HFRolloutServer:
                 for name, tensor in state_dict.items():
                     own[name].copy_(tensor.to(own[name].dtype))
         self.stats["weight_updates"] += 1
+        self._occurrences.clear()
         if global_steps is not None:
             self.global_steps = global_steps
         return len(state_dict)
@@ -451,7 +472,7 @@ def register() -> None:
     """Register ``hf`` in veRL's two rollout registries (worker-side adapter, driver-side replica).
 
     Both registry modules import a good part of veRL's worker stack, so the registration waits until veRL
-    imports them itself (see :mod:`verl_resrl.cpu._import_hook`).
+    imports them itself (see :mod:`verl_resrl._import_hook`).
     """
     when_imported(verl_internals.INTERNALS["cpu._ROLLOUT_REGISTRY"].module, _register_adapter)
     when_imported(verl_internals.INTERNALS["cpu.RolloutReplicaRegistry"].module, _register_replica)

@@ -11,7 +11,7 @@ import logging
 import os
 
 from verl_resrl import verl_internals
-from verl_resrl.cpu._import_hook import when_imported
+from verl_resrl._import_hook import when_imported
 
 logger = logging.getLogger(__name__)
 

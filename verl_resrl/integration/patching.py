@@ -6,7 +6,7 @@ import functools
 from typing import Callable
 
 from verl_resrl import verl_internals
-from verl_resrl.cpu._import_hook import when_imported
+from verl_resrl._import_hook import when_imported
 
 __all__ = ["when_imported", "wrap", "is_wrapped"]
 
