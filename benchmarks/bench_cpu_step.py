@@ -1,9 +1,19 @@
-"""Wall time of veRL's real main_ppo on CPU for the tiny GRPO task (verl_resrl.cpu backend).
+"""Wall time of veRL's real main_ppo on CPU (verl_resrl.cpu backend): generation and step time, batched vs
+unbatched ``hf`` rollout.
 
-Prints and writes to JSON: time from launch to the end of step 1 ("time to first step", including Ray start,
-worker start-up and the first, warm-up step), and the median step time (``timing_s/step`` of steps 2..N).
+Default configuration (issue 7): the ~1 M-parameter Qwen2 of :mod:`verl_resrl.cpu.tiny_assets`
+(``model_size="1m"``: hidden 128, 4 layers), 16 prompts x 8 samples (``rollout.n=8``), 32-token responses, GRPO,
+one trainer rank. Each variant is one ``main_ppo`` run of ``--steps`` steps:
 
-    python benchmarks/bench_cpu_step.py [--steps 5] [--n-gpus 1] [--out benchmarks/results/cpu_step.json]
+* ``batched`` — the hf rollout server's defaults (collection window, batch limit ``rollout.max_num_seqs``);
+* ``unbatched`` — ``VERL_RESRL_HF_MAX_BATCH=1``: one request at a time.
+
+Per variant: time to the end of step 1 (Ray start, worker start-up, warm-up step), and medians over steps 2..N
+of ``timing_s/step``, ``timing_s/gen`` and the other ``timing_s/*`` phases; plus the torch thread counts the
+rollout server and the trainer report. Prints a table and writes JSON (default ``benchmarks/results/cpu_step.json``).
+
+    python benchmarks/bench_cpu_step.py [--steps 5] [--variants batched unbatched] [--rollout-threads N]
+        [--model-size 1m] [--prompts 16] [--n 8] [--response-length 32] [--out PATH]
 """
 
 from __future__ import annotations
@@ -12,55 +22,121 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import tempfile
 import time
 
+from verl_resrl.cpu.hf_rollout import BATCH_WINDOW_ENV, MAX_BATCH_ENV, THREADS_ENV
 from verl_resrl.cpu.launch import tiny_grpo_overrides
 from verl_resrl.cpu.runs import run_cpu_main_ppo
-from verl_resrl.cpu.tiny_assets import build_tiny_assets
+from verl_resrl.cpu.tiny_assets import MODEL_SIZES, build_tiny_assets
+
+VARIANTS = {"batched": {}, "unbatched": {MAX_BATCH_ENV: "1"}}
+PHASES = ("step", "gen", "old_log_prob", "ref", "adv", "update_actor", "update_weights")
+_THREADS_LINE = re.compile(r"\[verl_resrl hf\] (rollout server \d+|trainer rank \d+): torch threads (\d+)")
+
+
+def _median(values):
+    return round(statistics.median(values), 3) if values else None
+
+
+def run_variant(name: str, env: dict[str, str], args, assets, tmp: str) -> dict:
+    overrides = tiny_grpo_overrides(
+        assets,
+        steps=args.steps,
+        n_gpus=args.n_gpus,
+        n_prompts=args.prompts,
+        group_size=args.n,
+        response_length=args.response_length,
+    ) + [f"trainer.default_local_dir={tmp}/ckpt_{name}"]
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)  # run_cpu_main_ppo passes os.environ on; Ray hands it to its actors
+    try:
+        start = time.time()
+        result = run_cpu_main_ppo(overrides, n_gpus=args.n_gpus, cwd=tmp, timeout=args.timeout)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    if result.returncode != 0:
+        raise SystemExit(f"main_ppo ({name}) failed:\n{result.output[-5000:]}")
+    steps = result.steps
+    order = sorted(steps)
+    later = order[1:]
+    step_times = [steps[s]["timing_s/step"] for s in order]
+    report = {
+        "env": env,
+        "wall_total_s": round(result.seconds, 2),
+        # the first step ends when its metrics line is printed; Ray prefixes no timestamps: derive it from the total
+        "wall_to_first_step_end_s": round(result.seconds - sum(step_times[1:]), 2),
+        "step_times_s": [round(t, 3) for t in step_times],
+        "gen_times_s": [round(steps[s].get("timing_s/gen", float("nan")), 3) for s in order],
+    }
+    for phase in PHASES:
+        report[f"median_{phase}_s"] = _median([steps[s][f"timing_s/{phase}"] for s in later if f"timing_s/{phase}" in steps[s]])
+    report["torch_threads"] = {who: int(n) for who, n in _THREADS_LINE.findall(result.output)}
+    report["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start))
+    return report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--n-gpus", type=int, default=1)
+    parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="1m")
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--n", type=int, default=8, help="responses per prompt (rollout.n)")
+    parser.add_argument("--response-length", type=int, default=32)
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["batched", "unbatched"])
+    parser.add_argument("--rollout-threads", type=int, help=f"sets {THREADS_ENV} (default: the server's default)")
+    parser.add_argument("--batch-window", type=float, help=f"sets {BATCH_WINDOW_ENV}")
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds per main_ppo run")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "cpu_step.json"))
     args = parser.parse_args()
+    if args.steps < 2:
+        parser.error("--steps must be >= 2 (step 1 is warm-up)")
 
+    common = {}
+    if args.rollout_threads is not None:
+        common[THREADS_ENV] = str(args.rollout_threads)
+    if args.batch_window is not None:
+        common[BATCH_WINDOW_ENV] = str(args.batch_window)
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        assets = build_tiny_assets(os.path.join(tmp, "assets"))
-        overrides = tiny_grpo_overrides(assets, steps=args.steps, n_gpus=args.n_gpus) + [
-            f"trainer.default_local_dir={tmp}/ckpt"
-        ]
-        start = time.time()
-        result = run_cpu_main_ppo(overrides, n_gpus=args.n_gpus, cwd=tmp)
-    if result.returncode != 0:
-        raise SystemExit(f"main_ppo failed:\n{result.output[-5000:]}")
-    steps = result.steps
-    step_times = [steps[s]["timing_s/step"] for s in sorted(steps)]
-    # first step ends when its metrics line is printed; Ray prefixes no timestamps, so derive it from the total
-    tail = sum(step_times[1:])
+        assets = build_tiny_assets(os.path.join(tmp, "assets"), model_size=args.model_size)
+        for name in args.variants:
+            results[name] = run_variant(name, {**common, **VARIANTS[name]}, args, assets, tmp)
+
     report = {
-        "benchmark": "cpu_main_ppo_tiny_grpo",
-        "n_gpus": args.n_gpus,
-        "steps": args.steps,
-        "wall_total_s": round(result.seconds, 2),
-        "wall_to_first_step_end_s": round(result.seconds - tail, 2),
-        "first_step_s": round(step_times[0], 3),
-        "median_step_s": round(statistics.median(step_times[1:]), 3) if len(step_times) > 1 else None,
-        "step_times_s": [round(t, 3) for t in step_times],
-        "gen_s_median": round(statistics.median(steps[s]["timing_s/gen"] for s in sorted(steps)[1:]), 3)
-        if len(steps) > 1
-        else None,
+        "benchmark": "cpu_main_ppo_grpo_hf_rollout_batching",
+        "config": {
+            "model_size": args.model_size,
+            "prompts": args.prompts,
+            "n": args.n,
+            "response_length": args.response_length,
+            "n_gpus": args.n_gpus,
+            "steps": args.steps,
+            "median_over": f"steps 2..{args.steps}",
+        },
+        "variants": results,
         "cpu_count": os.cpu_count(),
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
-        "launched_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start)),
+        "note": "shared 2-core machine: other processes may run concurrently, timings are noisy",
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
-    print(json.dumps(report, indent=2))
+
+    cols = ["first_step_end", "step", "gen", "old_log_prob", "update_actor", "update_weights"]
+    print(f"\n{'variant':<10}" + "".join(f"{c + ' s':>18}" for c in cols) + "   torch threads")
+    for name, r in results.items():
+        cells = [r["wall_to_first_step_end_s"]] + [r[f"median_{c}_s"] for c in cols[1:]]
+        print(f"{name:<10}" + "".join(f"{'-' if v is None else v:>18}" for v in cells) + f"   {r['torch_threads']}")
+    print(f"(medians over steps 2..{args.steps}; JSON: {args.out})")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,27 @@ contract with ``transformers``:
   per ``tensor_model_parallel_size`` trainer ranks; on CPU that is 1, so one replica per rank).
 * :class:`HFServerAdapter` — the ``BaseRollout`` living in each trainer worker; at every weight sync it
   receives the trainer's full (un-sharded) parameters and pushes them to its replica's server.
+
+Batching. veRL's agent loop sends one request per sample, concurrently. The server waits a short collection
+window after the first queued request, then decodes everything queued, grouped by sampling settings and cut
+into batches of at most the maximum batch size. Each request has its own random stream (seeded from the
+rollout seed, the replica, the training step and the prompt), so its tokens and log-probs are the same whether
+it is decoded alone or in a batch. Settings (environment variables, read when the server starts; Ray passes
+the driver's environment to its actors):
+
+* ``VERL_RESRL_HF_BATCH_WINDOW_S`` — the collection window in seconds (default ``0.005``; ``0`` = just yield
+  once to the event loop);
+* ``VERL_RESRL_HF_MAX_BATCH`` — the maximum number of sequences decoded together (default: the rollout's
+  ``actor_rollout_ref.rollout.max_num_seqs``, veRL's default 1024; ``1`` = one request at a time, unbatched);
+* ``VERL_RESRL_HF_THREADS`` — torch intra-op threads of the rollout server (default: all of the machine's
+  cores, ``os.cpu_count()``: generation and training alternate in veRL's hybrid mode, so the rollout has the
+  machine to itself while it generates; Ray would otherwise start the zero-CPU server actor with one thread).
+
+Bad input (an empty prompt, token ids outside the vocabulary, a prompt that leaves no room in the context,
+``max_tokens`` <= 0, ``n`` other than 1 — the agent loop sends ``rollout.n`` separate requests — or above the
+batch limit, unsupported sampling parameters) fails that request alone, with a ``ValueError`` naming the
+problem, raised to the agent loop before it is queued. Should a batch still fail while decoding, its requests
+are retried one by one so that only the failing one gets the exception.
 """
 
 from __future__ import annotations
@@ -34,7 +55,41 @@ logger = logging.getLogger(__name__)
 
 ROLLOUT_NAME = "hf"
 SERVER_NAME_PREFIX = "hf_"
-BATCH_WINDOW_S = 0.005
+BATCH_WINDOW_ENV = "VERL_RESRL_HF_BATCH_WINDOW_S"
+MAX_BATCH_ENV = "VERL_RESRL_HF_MAX_BATCH"
+THREADS_ENV = "VERL_RESRL_HF_THREADS"
+BATCH_WINDOW_S = 0.005  # default collection window
+
+
+def _env_number(name: str, cast, minimum, default):
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a valid {cast.__name__}") from None
+    if not minimum <= value < float("inf"):  # also rejects NaN
+        raise ValueError(f"{name}={raw!r}: must be a finite number >= {minimum}")
+    return value
+
+
+def batch_window_s() -> float:
+    """The collection window: ``VERL_RESRL_HF_BATCH_WINDOW_S`` or :data:`BATCH_WINDOW_S`."""
+    return _env_number(BATCH_WINDOW_ENV, float, 0.0, BATCH_WINDOW_S)
+
+
+def resolve_max_batch_size(configured: Optional[int] = None) -> int:
+    """The batch limit: ``VERL_RESRL_HF_MAX_BATCH``, else ``configured`` (``rollout.max_num_seqs``), else 1024."""
+    default = 1024 if configured is None else int(configured)
+    if default < 1:
+        raise ValueError(f"hf rollout: the maximum batch size must be >= 1, got {default}")
+    return _env_number(MAX_BATCH_ENV, int, 1, default)
+
+
+def rollout_threads() -> int:
+    """Torch threads of the rollout server: ``VERL_RESRL_HF_THREADS`` or all cores."""
+    return _env_number(THREADS_ENV, int, 1, os.cpu_count() or 1)
 
 
 def server_actor_name(replica_rank: int) -> str:
@@ -62,12 +117,17 @@ class SamplingSettings:
         if rep != 1.0:
             raise ValueError(f"hf rollout: repetition_penalty={rep} is not supported (use 1.0)")
         top_k = params.get("top_k", -1)
-        return cls(
+        settings = cls(
             temperature=float(params.get("temperature", 1.0)),
             top_p=float(params.get("top_p", 1.0)),
             top_k=-1 if top_k is None else int(top_k),
             ignore_eos=bool(params.get("ignore_eos", False)),
         )
+        if not settings.temperature >= 0 or settings.temperature == float("inf"):
+            raise ValueError(f"hf rollout: temperature={settings.temperature} must be finite and >= 0 (0 = greedy)")
+        if not 0 < settings.top_p <= 1:
+            raise ValueError(f"hf rollout: top_p={settings.top_p} must be in (0, 1]")
+        return settings
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -96,6 +156,14 @@ class _Request:
     log_probs: list[float] = field(default_factory=list)
     # the request's own random stream: its tokens do not depend on which requests share its batch
     generator: Optional[torch.Generator] = None
+    seed: Optional[int] = None  # the stream's seed, to replay the request alone if its batch fails
+    request_id: str = ""
+
+    def reset(self) -> None:
+        """Forget partial output and rewind the random stream (before decoding the request again)."""
+        self.token_ids, self.log_probs = [], []
+        if self.seed is not None:
+            self.generator = torch.Generator().manual_seed(self.seed)
 
 
 def request_seed(base_seed: int, replica_rank: int, global_steps, prompt_ids: list[int], occurrence: int) -> int:
@@ -185,7 +253,9 @@ class HFRolloutServer:
         self.config = config
         self.model_config = model_config
         self.replica_rank = replica_rank
-        self.max_batch_size = max(1, int(max_batch_size))
+        self.max_batch_size = resolve_max_batch_size(max_batch_size)
+        self.batch_window_s = batch_window_s()
+        torch.set_num_threads(rollout_threads())
         self.global_steps = None
         path = model_config.local_path
         self.model = AutoModelForCausalLM.from_pretrained(
@@ -206,42 +276,104 @@ class HFRolloutServer:
         self._queue: list[_Request] = []
         self._loop_task: Optional[asyncio.Task] = None
         self._model_lock = threading.Lock()
-        self.stats = {"requests": 0, "batches": 0, "weight_updates": 0}
+        self.stats = {"requests": 0, "batches": 0, "weight_updates": 0, "rejected": 0, "failed": 0, "max_batch": 0}
+        print(
+            f"[verl_resrl hf] rollout server {replica_rank}: torch threads {torch.get_num_threads()} "
+            f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}), batch window {self.batch_window_s}s, "
+            f"max batch {self.max_batch_size}",
+            flush=True,
+        )
 
     # -- generation ----------------------------------------------------------------------------------------------
 
-    def _max_tokens(self, prompt_len: int, params: dict[str, Any]) -> int:
+    def context_length(self) -> int:
+        """Tokens a sequence may hold: ``rollout.max_model_len`` (else prompt + response length), capped by the
+        model's ``max_position_embeddings``."""
         max_model_len = self.config.max_model_len or (self.config.prompt_length + self.config.response_length)
-        room = max_model_len - prompt_len
-        if room < 1:
-            raise ValueError(f"prompt of {prompt_len} tokens leaves no room within max_model_len={max_model_len}")
-        if "max_tokens" in params:
-            wanted = params["max_tokens"]
-        elif "max_new_tokens" in params:
-            wanted = params["max_new_tokens"]
-        else:
-            wanted = min(self.config.response_length, self.config.prompt_length + self.config.response_length - prompt_len)
-        return max(1, min(int(wanted), room))
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        return min(int(max_model_len), int(positions)) if positions else int(max_model_len)
 
-    async def generate(self, prompt_ids, sampling_params: dict[str, Any], request_id: str, **kwargs):
-        """Generate one response (veRL's ``generate`` contract); returns a ``TokenOutput``."""
-        token_output_cls = verl_internals.resolve("cpu.TokenOutput")
-        for key in ("image_data", "video_data", "audio_data"):
-            if kwargs.get(key) is not None:
-                raise NotImplementedError(f"hf rollout: {key} (multi-modal input) is not supported")
+    def _max_tokens(self, prompt_len: int, params: dict[str, Any]) -> int:
+        context = self.context_length()
+        room = context - prompt_len
+        if room < 1:
+            raise ValueError(
+                f"hf rollout: prompt of {prompt_len} tokens leaves no room for a response within the context of "
+                f"{context} tokens (rollout.max_model_len / prompt_length + response_length, model "
+                "max_position_embeddings)"
+            )
+        if params.get("max_tokens") is not None:
+            key = "max_tokens"
+        elif params.get("max_new_tokens") is not None:
+            key = "max_new_tokens"
+        else:
+            return max(1, min(self.config.response_length, room))
+        wanted = params[key]
+        if isinstance(wanted, bool) or not isinstance(wanted, (int, float)) or wanted != int(wanted):
+            raise ValueError(f"hf rollout: {key}={wanted!r} must be a positive integer")
+        if wanted <= 0:
+            raise ValueError(f"hf rollout: {key}={wanted} must be >= 1")
+        return min(int(wanted), room)
+
+    def _check_prompt(self, prompt_ids: list[int]) -> None:
+        if not prompt_ids:
+            raise ValueError("hf rollout: empty prompt (no prompt token ids)")
+        vocab = self.model.get_input_embeddings().num_embeddings
+        bad = [t for t in prompt_ids if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"hf rollout: prompt token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
+
+    def _check_n(self, params: dict[str, Any]) -> None:
+        n = params.get("n", 1)
+        n = 1 if n is None else n
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"hf rollout: n={n!r} must be a positive integer")
+        if n > self.max_batch_size:
+            raise ValueError(
+                f"hf rollout: n={n} exceeds the batch limit of {self.max_batch_size} sequences "
+                f"({MAX_BATCH_ENV} / rollout.max_num_seqs)"
+            )
+        if n != 1:
+            raise ValueError(
+                f"hf rollout: n={n}: a request returns one sequence (veRL sends rollout.n separate requests)"
+            )
+
+    def _make_request(self, prompt_ids, sampling_params: dict[str, Any], request_id: str) -> _Request:
+        """Validate one request and give it its random stream; raises ``ValueError`` on bad input."""
         prompt_ids = [int(t) for t in prompt_ids]
-        params = dict(sampling_params)
+        params = dict(sampling_params or {})
+        self._check_prompt(prompt_ids)
+        self._check_n(params)
+        max_tokens = self._max_tokens(len(prompt_ids), params)
+        settings = SamplingSettings.from_params(params)
         occurrence = self._occurrences.get(tuple(prompt_ids), 0)
         self._occurrences[tuple(prompt_ids)] = occurrence + 1
         seed = request_seed(self.base_seed, self.replica_rank, self.global_steps, prompt_ids, occurrence)
-        request = _Request(
+        return _Request(
             generator=torch.Generator().manual_seed(seed),
+            seed=seed,
+            request_id=str(request_id),
             prompt_ids=prompt_ids,
-            max_tokens=self._max_tokens(len(prompt_ids), params),
-            settings=SamplingSettings.from_params(params),
+            max_tokens=max_tokens,
+            settings=settings,
             want_logprobs=bool(params.get("logprobs", False)),
             future=asyncio.get_running_loop().create_future(),
         )
+
+    async def generate(self, prompt_ids, sampling_params: dict[str, Any], request_id: str, **kwargs):
+        """Generate one response (veRL's ``generate`` contract); returns a ``TokenOutput``.
+
+        Bad input raises ``ValueError`` for this request only (see the module docstring).
+        """
+        token_output_cls = verl_internals.resolve("cpu.TokenOutput")
+        try:
+            for key in ("image_data", "video_data", "audio_data"):
+                if kwargs.get(key) is not None:
+                    raise NotImplementedError(f"hf rollout: {key} (multi-modal input) is not supported")
+            request = self._make_request(prompt_ids, sampling_params, request_id)
+        except Exception:
+            self.stats["rejected"] += 1
+            raise
         self._queue.append(request)
         self.stats["requests"] += 1
         if self._loop_task is None or self._loop_task.done():
@@ -257,25 +389,45 @@ class HFRolloutServer:
     async def _serve(self) -> None:
         """Drain the queue: wait a moment for simultaneous requests, then decode them in batches."""
         while self._queue:
-            await asyncio.sleep(BATCH_WINDOW_S)
+            await asyncio.sleep(self.batch_window_s)
             pending, self._queue = self._queue, []
-            groups: dict[SamplingSettings, list[_Request]] = {}
-            for r in pending:
-                groups.setdefault(r.settings, []).append(r)
-            for group in groups.values():
-                for start in range(0, len(group), self.max_batch_size):
-                    batch = group[start : start + self.max_batch_size]
-                    try:
-                        await asyncio.to_thread(self._generate_locked, batch)
-                    except Exception as exc:  # noqa: BLE001 - hand the error to every waiting request
-                        for r in batch:
-                            if not r.future.done():
-                                r.future.set_exception(exc)
-                        continue
-                    self.stats["batches"] += 1
-                    for r in batch:
-                        if not r.future.done():
-                            r.future.set_result(None)
+            try:
+                groups: dict[SamplingSettings, list[_Request]] = {}
+                for r in pending:
+                    if not r.future.done():  # a cancelled request is not decoded
+                        groups.setdefault(r.settings, []).append(r)
+                for group in groups.values():
+                    for start in range(0, len(group), self.max_batch_size):
+                        await self._run_batch(group[start : start + self.max_batch_size])
+            except BaseException as exc:
+                # never leave a caller waiting, whatever went wrong (cancellation of the serving task included)
+                error = exc if isinstance(exc, Exception) else RuntimeError(f"hf rollout: serving stopped: {exc!r}")
+                for r in pending:
+                    if not r.future.done():
+                        r.future.set_exception(error)
+                raise
+
+    async def _run_batch(self, batch: list[_Request]) -> None:
+        """Decode ``batch``; if it fails, decode its requests one by one so only a failing request errs."""
+        try:
+            await asyncio.to_thread(self._generate_locked, batch)
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting request(s) below
+            if len(batch) == 1:
+                self.stats["failed"] += 1
+                logger.warning("hf rollout: request %s failed: %r", batch[0].request_id, exc)
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            logger.warning("hf rollout: a batch of %d failed (%r); retrying its requests one by one", len(batch), exc)
+            for r in batch:
+                r.reset()
+                await self._run_batch([r])
+            return
+        self.stats["batches"] += 1
+        self.stats["max_batch"] = max(self.stats["max_batch"], len(batch))
+        for r in batch:
+            if not r.future.done():
+                r.future.set_result(None)
 
     def _generate_locked(self, batch: list[_Request]) -> None:
         with self._model_lock:
@@ -309,7 +461,7 @@ class HFRolloutServer:
         self.global_steps = global_steps
 
     def get_stats(self) -> dict[str, int]:
-        return dict(self.stats)
+        return {**self.stats, "torch_threads": torch.get_num_threads(), "max_batch_size": self.max_batch_size}
 
     # -- lifecycle calls veRL makes on every server; weights and cache stay in host memory --------------------------
 
@@ -330,7 +482,7 @@ class HFRolloutServer:
 
     async def wait_for_requests_to_drain(self):
         while self._queue or (self._loop_task is not None and not self._loop_task.done()):
-            await asyncio.sleep(BATCH_WINDOW_S)
+            await asyncio.sleep(max(self.batch_window_s, 0.001))
 
     async def abort_all_requests(self, reject_request: bool = False):
         # Requests are short on CPU: let them finish instead of returning partial outputs.
@@ -405,6 +557,11 @@ def _adapter_class():
             self.replica_rank = rank // rollout_world_size if replica_rank == -1 else replica_rank
             self._has_server = rank % rollout_world_size == 0
             self._server = None
+            print(
+                f"[verl_resrl hf] trainer rank {rank}: torch threads {torch.get_num_threads()} "
+                f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')})",
+                flush=True,
+            )
 
         def _server_handle(self):
             if self._server is None:

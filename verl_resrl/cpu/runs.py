@@ -52,12 +52,16 @@ class RunResult:
 
 def run_cpu_main_ppo(overrides: list[str], n_gpus: int = 1, cwd: str | None = None, timeout: float = 600) -> RunResult:
     """Run ``main_ppo`` on CPU; the whole process group (driver, Ray, workers) is killed if it overruns."""
-    command = cpu_main_ppo_command(overrides, n_gpus=n_gpus)
+    return run_command(cpu_main_ppo_command(overrides, n_gpus=n_gpus), env=cpu_env(), cwd=cwd, timeout=timeout)
+
+
+def run_command(command: list[str], env: dict[str, str], cwd: str | None = None, timeout: float = 600) -> RunResult:
+    """Run a training command in its own process group, which is killed when it ends or overruns."""
     start = time.time()
     proc = subprocess.Popen(
         command,
         cwd=cwd,
-        env=cpu_env(),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

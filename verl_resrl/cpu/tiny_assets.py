@@ -3,8 +3,9 @@
 ``build_tiny_assets(out_dir)`` writes
 
 * ``model/`` — a byte-level BPE tokenizer trained with ``tokenizers`` on the task's own text (a few hundred
-  tokens, ChatML chat template) and a randomly initialised ``Qwen2ForCausalLM`` (hidden 64, 2 layers) saved
-  with ``save_pretrained``;
+  tokens, ChatML chat template) and a randomly initialised ``Qwen2ForCausalLM`` saved with ``save_pretrained``:
+  ``model_size="tiny"`` (default; hidden 64, 2 layers, ~0.1 M parameters) or ``"1m"`` (hidden 128, 4 layers,
+  MLP 512, ~1 M parameters — the configuration of the CPU throughput benchmark);
 * ``train.parquet`` / ``val.parquet`` — "a+b" prompts in veRL's schema (``prompt`` chat list,
   ``data_source``, ``ability``, ``reward_model.ground_truth``, ``extra_info.index``);
 
@@ -36,6 +37,13 @@ class TinyAssets:
     val_files: str
     reward_path: str
     reward_name: str = "compute_score"
+
+
+# Qwen2Config keyword arguments per ``model_size`` (vocabulary, special tokens and context are shared).
+MODEL_SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+    "1m": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
+}
 
 
 def _problems(n: int, seed: int) -> list[tuple[str, str]]:
@@ -82,8 +90,15 @@ def _build_tokenizer(texts: list[str]):
     return fast
 
 
-def build_tiny_assets(out_dir: str | Path, n_train: int = 64, n_val: int = 16, seed: int = 0) -> TinyAssets:
-    """Write the tiny tokenizer, model and data under ``out_dir`` (idempotent) and return their paths."""
+def build_tiny_assets(
+    out_dir: str | Path, n_train: int = 64, n_val: int = 16, seed: int = 0, model_size: str = "tiny"
+) -> TinyAssets:
+    """Write the tiny tokenizer, model and data under ``out_dir`` (idempotent) and return their paths.
+
+    ``model_size`` picks the model's shape from :data:`MODEL_SIZES` (``"tiny"`` or ``"1m"``).
+    """
+    if model_size not in MODEL_SIZES:
+        raise ValueError(f"model_size must be one of {sorted(MODEL_SIZES)}, got {model_size!r}")
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
@@ -98,7 +113,8 @@ def build_tiny_assets(out_dir: str | Path, n_train: int = 64, n_val: int = 16, s
         val_files=str(out / "val.parquet"),
         reward_path=tiny_reward.__file__,
     )
-    if manifest.exists() and json.loads(manifest.read_text()) == asdict(assets):
+    recorded = asdict(assets) if model_size == "tiny" else {**asdict(assets), "model_size": model_size}
+    if manifest.exists() and json.loads(manifest.read_text()) == recorded:
         return assets
     out.mkdir(parents=True, exist_ok=True)
     train, val = _problems(n_train, seed), _problems(n_val, seed + 1)
@@ -109,11 +125,7 @@ def build_tiny_assets(out_dir: str | Path, n_train: int = 64, n_val: int = 16, s
     eos_id, pad_id = tokenizer.convert_tokens_to_ids(EOS), tokenizer.convert_tokens_to_ids(PAD)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **MODEL_SIZES[model_size],
         max_position_embeddings=512,
         tie_word_embeddings=True,
         bos_token_id=eos_id,
@@ -128,15 +140,16 @@ def build_tiny_assets(out_dir: str | Path, n_train: int = 64, n_val: int = 16, s
 
     _write_split(Path(assets.train_files), train, "train")
     _write_split(Path(assets.val_files), val, "test")
-    manifest.write_text(json.dumps(asdict(assets)))
+    manifest.write_text(json.dumps(recorded))
     return assets
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir")
+    parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="tiny")
     args = parser.parse_args()
-    print(json.dumps(asdict(build_tiny_assets(args.out_dir)), indent=2))
+    print(json.dumps(asdict(build_tiny_assets(args.out_dir, model_size=args.model_size)), indent=2))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,274 @@
+"""The ``hf`` rollout server's batching (verl_resrl.cpu.hf_rollout.HFRolloutServer, used directly, not as a Ray
+actor): batched and one-at-a-time decoding give the same tokens and log-probs, log-probs equal a full forward
+recomputation (also after a weight sync), the window / batch-limit settings, and per-request errors that never
+block the other requests. (generate_batch's greedy batch-vs-single check and top-k/top-p are in
+test_cpu_backend.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from verl_resrl.cpu import hf_rollout
+from verl_resrl.cpu.hf_rollout import (
+    BATCH_WINDOW_ENV,
+    MAX_BATCH_ENV,
+    THREADS_ENV,
+    HFRolloutServer,
+    SamplingSettings,
+    _Request,
+    generate_batch,
+)
+
+PROMPT_LENGTH, RESPONSE_LENGTH = 32, 12
+SAMPLED = {"temperature": 0.8, "top_p": 1.0, "top_k": -1, "logprobs": True}
+GREEDY = {"temperature": 0, "top_p": 1.0, "top_k": -1, "logprobs": True}
+
+
+@pytest.fixture(scope="module")
+def model_config(tmp_path_factory):
+    from verl.workers.config import HFModelConfig
+
+    from verl_resrl.cpu.tiny_assets import build_tiny_assets
+
+    assets = build_tiny_assets(tmp_path_factory.mktemp("tiny_hf"))
+    return HFModelConfig(path=assets.model_path)
+
+
+@pytest.fixture
+def make_server(model_config, monkeypatch):
+    for name in (BATCH_WINDOW_ENV, MAX_BATCH_ENV, THREADS_ENV):
+        monkeypatch.delenv(name, raising=False)
+
+    def make(max_batch: int | None = None, window: float | None = None, seed: int = 7, max_model_len=None):
+        if max_batch is not None:
+            monkeypatch.setenv(MAX_BATCH_ENV, str(max_batch))
+        if window is not None:
+            monkeypatch.setenv(BATCH_WINDOW_ENV, str(window))
+        config = SimpleNamespace(
+            max_model_len=max_model_len,
+            prompt_length=PROMPT_LENGTH,
+            response_length=RESPONSE_LENGTH,
+            seed=seed,
+            max_num_seqs=1024,
+        )
+        server = HFRolloutServer(config, model_config, replica_rank=0, max_batch_size=config.max_num_seqs)
+        monkeypatch.delenv(MAX_BATCH_ENV, raising=False)
+        monkeypatch.delenv(BATCH_WINDOW_ENV, raising=False)
+        return server
+
+    return make
+
+
+def _prompts(n: int, seed: int = 0, vocab: int = 320) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, 20, (n,), generator=g).tolist()  # different lengths: left padding in a batch
+    return [torch.randint(3, vocab, (k,), generator=g).tolist() for k in lengths]
+
+
+async def _generate_all(server, prompts, params, return_exceptions=False):
+    calls = [server.generate(prompt_ids=p, sampling_params=dict(pr), request_id=str(i))
+             for i, (p, pr) in enumerate(zip(prompts, params))]
+    return await asyncio.gather(*calls, return_exceptions=return_exceptions)
+
+
+def _forward_logprobs(model, prompt, tokens, temperature):
+    """The actor's recomputation: one forward pass over prompt + response, log_softmax(logits / T)."""
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1 : -1].float()
+        logp = torch.log_softmax(logits / (temperature if temperature > 0 else 1.0), -1)
+        return logp.gather(-1, torch.tensor(tokens)[:, None]).squeeze(-1)
+
+
+# --- batched == one at a time ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("params", [SAMPLED, GREEDY], ids=["sampled", "greedy"])
+def test_server_batched_equals_one_at_a_time(make_server, params):
+    prompts = _prompts(10)
+    prompts += [prompts[0], prompts[0]]  # a group's repeated prompt gets its own stream per occurrence
+    batched, single = make_server(), make_server(max_batch=1)
+    out_b = asyncio.run(_generate_all(batched, prompts, [params] * len(prompts)))
+    out_s = asyncio.run(_generate_all(single, prompts, [params] * len(prompts)))
+    assert batched.get_stats()["max_batch"] == len(prompts)  # really decoded together
+    assert single.get_stats()["max_batch"] == 1 and single.get_stats()["batches"] == len(prompts)
+    for b, s in zip(out_b, out_s):
+        assert b.token_ids == s.token_ids
+        assert len(b.token_ids) == len(b.log_probs) and 1 <= len(b.token_ids) <= RESPONSE_LENGTH
+        assert torch.allclose(torch.tensor(b.log_probs), torch.tensor(s.log_probs), atol=1e-5, rtol=0)
+    if params is SAMPLED:
+        assert out_b[-1].token_ids != out_b[-2].token_ids  # same prompt, different samples
+        assert len({tuple(o.token_ids) for o in out_b}) == len(prompts)
+
+
+def test_sampled_logprobs_match_forward_after_weight_sync(make_server):
+    server = make_server()
+    # a weight sync: the server must sample from, and score with, the new weights
+    new_weights = {k: v + 0.05 * torch.randn_like(v) for k, v in server.model.state_dict().items()}
+    new_weights.pop("lm_head.weight", None)  # tied to the embeddings: not sent
+    server.update_weights(new_weights, global_steps=3)
+    prompts = _prompts(6, seed=1)
+    params = [dict(SAMPLED, temperature=t) for t in (0.8, 0.8, 0.8, 1.0, 1.0, 1.3)]  # 3 batches by settings
+    outs = asyncio.run(_generate_all(server, prompts, params))
+    assert server.get_stats()["batches"] == 3
+    for k, v in new_weights.items():
+        assert torch.equal(server.model.state_dict()[k], v)
+    worst = 0.0
+    for prompt, pr, out in zip(prompts, params, outs):
+        ref = _forward_logprobs(server.model, prompt, out.token_ids, pr["temperature"])
+        worst = max(worst, float((torch.tensor(out.log_probs) - ref).abs().max()))
+        assert out.extra_fields["global_steps"] == 3
+    assert worst < 1e-5, worst
+
+
+def test_generate_batch_sampled_streams_independent_of_batch(model_config):
+    """generate_batch itself: per-request generators make a sampled row independent of its batch-mates, with
+    top-k / top-p and different budgets, and log-probs equal the forward recomputation."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_config.local_path, attn_implementation="sdpa").eval()
+    settings = SamplingSettings(temperature=0.9, top_p=0.95, top_k=40, ignore_eos=True)
+    prompts = _prompts(5, seed=2)
+    budgets = [3, 12, 7, 12, 1]
+
+    def requests(idx):
+        return [_Request(prompts[i], budgets[i], settings, True, None, seed=100 + i,
+                         generator=torch.Generator().manual_seed(100 + i)) for i in idx]
+
+    batch = requests(range(5))
+    generate_batch(model, batch, {2}, 0, torch.Generator().manual_seed(0))
+    for i, r in enumerate(batch):
+        alone = requests([i])
+        generate_batch(model, alone, {2}, 0, torch.Generator().manual_seed(0))
+        assert r.token_ids == alone[0].token_ids and len(r.token_ids) == budgets[i]
+        ref = _forward_logprobs(model, prompts[i], r.token_ids, settings.temperature)
+        assert torch.allclose(torch.tensor(r.log_probs), ref, atol=1e-5, rtol=0)
+
+
+# --- settings -----------------------------------------------------------------------------------------------------
+
+
+def test_window_and_batch_limit_settings(make_server, monkeypatch):
+    server = make_server(max_batch=4, window=0.3)
+    assert server.max_batch_size == 4 and server.batch_window_s == 0.3
+
+    async def staggered():
+        first = asyncio.create_task(server.generate([5, 6, 7], GREEDY, "a"))
+        await asyncio.sleep(0.05)  # arrives inside the 0.3 s window of the first request
+        rest = [server.generate(p, GREEDY, str(i)) for i, p in enumerate(_prompts(8, seed=3))]
+        return await asyncio.gather(first, *rest)
+
+    outs = asyncio.run(staggered())
+    stats = server.get_stats()
+    assert len(outs) == 9 and stats["max_batch"] == 4 and stats["batches"] == 3  # 4 + 4 + 1
+
+    assert make_server().max_batch_size == 1024  # rollout.max_num_seqs without the variable
+    for name, value in ((MAX_BATCH_ENV, "0"), (MAX_BATCH_ENV, "lots"), (BATCH_WINDOW_ENV, "-1"),
+                        (BATCH_WINDOW_ENV, "nan"), (THREADS_ENV, "0")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ValueError, match=name):
+            make_server()
+        monkeypatch.delenv(name)
+    monkeypatch.setenv(THREADS_ENV, "1")
+    before = torch.get_num_threads()
+    try:
+        assert make_server().get_stats()["torch_threads"] == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+# --- bad input: that request fails, the others complete ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prompt, params, message",
+    [
+        ([], {}, "empty prompt"),
+        (list(range(3, 3 + PROMPT_LENGTH + RESPONSE_LENGTH)), {}, "leaves no room"),
+        ([5, 6, 7], {"max_tokens": 0}, "max_tokens=0 must be >= 1"),
+        ([5, 6, 7], {"max_tokens": -4}, "max_tokens=-4"),
+        ([5, 6, 7], {"max_new_tokens": 0}, "max_new_tokens=0"),
+        ([5, 6, 7], {"max_tokens": "many"}, "max_tokens='many'"),
+        ([5, 6, 7], {"n": 5}, "n=5 exceeds the batch limit of 4"),
+        ([5, 6, 7], {"n": 2}, "one sequence"),
+        ([5, 6, 7], {"n": 0}, "n=0"),
+        ([5, 10_000], {}, r"outside the vocabulary \[0, 320\)"),
+        ([5, -1], {}, "outside the vocabulary"),
+        ([5, 6, 7], {"top_p": 0.0}, "top_p=0.0"),
+        ([5, 6, 7], {"temperature": -1.0}, "temperature=-1.0"),
+        ([5, 6, 7], {"repetition_penalty": 1.2}, "repetition_penalty"),
+    ],
+    ids=["empty", "too_long", "max_tokens_0", "max_tokens_neg", "max_new_tokens_0", "max_tokens_str", "n_over_limit",
+         "n_2", "n_0", "token_too_big", "token_negative", "top_p_0", "temperature_neg", "repetition_penalty"],
+)
+def test_bad_request_fails_alone(make_server, prompt, params, message):
+    server = make_server(max_batch=4, window=0.05)
+    good = _prompts(3, seed=4)
+    prompts = [good[0], prompt, good[1], good[2]]
+    all_params = [SAMPLED, dict(SAMPLED, **params), SAMPLED, SAMPLED]
+    outs = asyncio.run(asyncio.wait_for(_generate_all(server, prompts, all_params, return_exceptions=True), 60))
+    assert isinstance(outs[1], ValueError) and outs[1].args[0].startswith("hf rollout")
+    assert re.search(message, str(outs[1])), str(outs[1])
+    for out in (outs[0], outs[2], outs[3]):
+        assert not isinstance(out, BaseException) and len(out.token_ids) >= 1
+    assert server.get_stats()["rejected"] == 1 and server.get_stats()["max_batch"] == 3
+
+
+def test_prompt_beyond_model_positions_is_rejected(make_server):
+    server = make_server(max_model_len=10_000)  # the model itself has 512 positions
+    assert server.context_length() == 512
+    with pytest.raises(ValueError, match="no room"):
+        asyncio.run(server.generate(list(range(3, 300)) * 2, SAMPLED, "long"))
+    # the budget is clamped to the room left in the context
+    out = asyncio.run(server.generate([5] * 508, dict(SAMPLED, max_tokens=50), "tight"))
+    assert len(out.token_ids) <= 4
+
+
+def test_decode_failure_fails_only_its_request(make_server, monkeypatch):
+    """A request that passes the checks but breaks the decoding: the batch is retried request by request, the
+    others get exactly their one-at-a-time output, the culprit gets the exception."""
+    poison = 13
+    real = hf_rollout.generate_batch
+
+    def fragile(model, requests, *args):
+        if any(poison in r.prompt_ids for r in requests):
+            for r in requests:  # fail half-way, after consuming random numbers
+                r.token_ids.append(1)
+                if r.generator is not None:
+                    torch.rand((), generator=r.generator)
+            raise RuntimeError("decode blew up")
+        return real(model, requests, *args)
+
+    monkeypatch.setattr(hf_rollout, "generate_batch", fragile)
+    prompts = _prompts(5, seed=5)
+    prompts[2] = [poison, 5, 6]
+    server, reference = make_server(), make_server(max_batch=1)
+    outs = asyncio.run(asyncio.wait_for(_generate_all(server, prompts, [SAMPLED] * 5, return_exceptions=True), 60))
+    refs = asyncio.run(_generate_all(reference, prompts, [SAMPLED] * 5, return_exceptions=True))
+    assert isinstance(outs[2], RuntimeError) and "decode blew up" in str(outs[2])
+    for i in (0, 1, 3, 4):
+        assert outs[i].token_ids == refs[i].token_ids and outs[i].log_probs == pytest.approx(refs[i].log_probs)
+    assert server.get_stats()["failed"] == 1
+    # the server still serves afterwards
+    assert len(asyncio.run(server.generate([5, 6], SAMPLED, "after")).token_ids) >= 1
+
+
+def test_cancelled_request_does_not_block_others(make_server):
+    server = make_server(window=0.05)
+
+    async def run():
+        doomed = asyncio.create_task(server.generate([5, 6, 7], SAMPLED, "doomed"))
+        others = [asyncio.create_task(server.generate(p, SAMPLED, str(i))) for i, p in enumerate(_prompts(3, 6))]
+        await asyncio.sleep(0)
+        doomed.cancel()
+        done = await asyncio.wait_for(asyncio.gather(*others), 60)
+        await server.wait_for_requests_to_drain()
+        return doomed, done
+
+    doomed, done = asyncio.run(run())
+    assert doomed.cancelled() and all(len(o.token_ids) >= 1 for o in done)
+    assert server.get_stats()["max_batch"] == 3  # the cancelled request was not decoded
