@@ -2,7 +2,8 @@
 
 Each run asserts on the metrics veRL printed: ResRL reached every negative response of every mixed group
 (``resrl/coverage == 1.0``), advantages are finite, the actor was updated, groups stayed whole. Runs: V1
-trainer on 1 rank with the ``resrl`` policy loss; V1 on 2 ranks with dynamic batch size; the legacy trainer
+trainer on 1 rank with the ``resrl`` policy loss; V1 on 2 ranks with dynamic batch size and a reference model
+(whose forward pass must not be captured); the legacy trainer
 with a checkpoint, then resumed from it. And "do no harm": with the package installed, a GRPO run is
 identical step for step (up to float summation order) whether the ResRL patches are installed or disabled.
 """
@@ -61,14 +62,17 @@ def test_v1_one_rank_with_resrl_policy_loss(assets, tmp_path):
     assert "actor/resrl_neg_token_frac" in result.steps[2]
 
 
-def test_v1_two_ranks_dynamic_batch_size(assets, tmp_path):
-    extra = ["actor_rollout_ref.actor.use_dynamic_bsz=True", "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=True",
+def test_v1_two_ranks_dynamic_batch_size_with_ref_model(assets, tmp_path):
+    extra = ["actor_rollout_ref.actor.use_kl_loss=True", "actor_rollout_ref.actor.kl_loss_coef=0.1",
+             "actor_rollout_ref.actor.use_dynamic_bsz=True", "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=True",
              "actor_rollout_ref.ref.log_prob_use_dynamic_bsz=True",
              "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=64",
              "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=64",
              "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=64"]
     result = run_cpu_main_ppo(resrl_overrides(assets, tmp_path, n_gpus=2, extra=extra), n_gpus=2, cwd=str(tmp_path))
     assert_resrl_trained(result, [1, 2])
+    assert result.steps[1]["actor/kl_loss"] == pytest.approx(0.0, abs=1e-6)  # the reference model ran
+    assert result.steps[2]["actor/kl_loss"] > 0
 
 
 def test_legacy_trainer_checkpoint_and_resume(assets, tmp_path):

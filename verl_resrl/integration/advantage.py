@@ -18,7 +18,7 @@ import torch
 from verl_resrl import verl_internals
 from verl_resrl.advantage import resrl_advantages
 from verl_resrl.integration.metrics import resrl_metrics
-from verl_resrl.integration.patching import when_imported, wrap
+from verl_resrl.integration.patching import add_to_registry, when_imported, wrap
 from verl_resrl.integration.settings import ESTIMATOR, resrl_config
 
 logger = logging.getLogger(__name__)
@@ -139,12 +139,7 @@ def register() -> None:
 
     from verl_resrl.integration import DISABLE_ENV
 
-    def add_estimator(core_algos):
-        registry = verl_internals.resolve("ADV_ESTIMATOR_REGISTRY")
-        if registry.get(ESTIMATOR) is not compute_resrl_advantage:
-            registry[ESTIMATOR] = compute_resrl_advantage
-
-    when_imported(verl_internals.INTERNALS["ADV_ESTIMATOR_REGISTRY"].module, add_estimator)
+    add_to_registry("ADV_ESTIMATOR_REGISTRY", ESTIMATOR, compute_resrl_advantage)
     if os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes"):
         return
     when_imported("verl.trainer.ppo.ray_trainer",

@@ -8,7 +8,7 @@ from typing import Callable
 from verl_resrl import verl_internals
 from verl_resrl._import_hook import when_imported
 
-__all__ = ["when_imported", "wrap", "is_wrapped"]
+__all__ = ["when_imported", "wrap", "is_wrapped", "add_to_registry"]
 
 MARK = "__verl_resrl_wrapped__"
 
@@ -32,3 +32,18 @@ def wrap(owner, attr: str, make_wrapper: Callable, internal: str) -> None:
 
 def is_wrapped(fn) -> bool:
     return bool(getattr(fn, MARK, False))
+
+
+def add_to_registry(internal: str, key: str, value) -> None:
+    """``registry[key] = value`` for the veRL registry dict ``internal``, once its module is imported.
+
+    Setting the entry directly (instead of veRL's ``register_*`` decorators, which raise when a name is
+    registered twice) keeps repeated plugin imports harmless.
+    """
+
+    def add(_module):
+        registry = verl_internals.resolve(internal)
+        if registry.get(key) is not value:
+            registry[key] = value
+
+    when_imported(verl_internals.INTERNALS[internal].module, add)

@@ -27,11 +27,6 @@ def compute_policy_loss_resrl(old_log_prob, log_prob, advantages, response_mask,
 
 
 def register() -> None:
-    from verl_resrl.integration.patching import when_imported
+    from verl_resrl.integration.patching import add_to_registry
 
-    def add(core_algos):
-        registry = verl_internals.resolve("POLICY_LOSS_REGISTRY")
-        if registry.get(LOSS_MODE) is not compute_policy_loss_resrl:
-            registry[LOSS_MODE] = compute_policy_loss_resrl
-
-    when_imported(verl_internals.INTERNALS["POLICY_LOSS_REGISTRY"].module, add)
+    add_to_registry("POLICY_LOSS_REGISTRY", LOSS_MODE, compute_policy_loss_resrl)

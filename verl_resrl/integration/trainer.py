@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import logging
 
-import numpy as np
 import torch
 
 from verl_resrl import verl_internals

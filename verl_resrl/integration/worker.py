@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
 import torch
 
@@ -110,12 +111,15 @@ def _wrap_prepare_model_outputs(original):
         session = _active
         if session is None or session.engine is not self or SAMPLE_INDEX not in micro_batch.keys():
             return model_output
+        start = time.perf_counter()
         captured = session.capture.pop()
         if len(captured) != 1:
             raise RuntimeError(f"ResRL expected one captured forward per micro-batch, got {len(captured)}")
         for index, states in zip(micro_batch[SAMPLE_INDEX].tolist(),
                                  response_states(self, captured[0], output_args, micro_batch)):
             session.stream.add(index, states)
+        del captured
+        session.stream.seconds += time.perf_counter() - start  # capture share; flush() times the math itself
         session.stream.flush()
         return model_output
 
