@@ -13,7 +13,7 @@ of ``timing_s/step``, ``timing_s/gen`` and the other ``timing_s/*`` phases; plus
 rollout server and the trainer report. Prints a table and writes JSON (default ``benchmarks/results/cpu_step.json``).
 
     python benchmarks/bench_cpu_step.py [--steps 5] [--variants batched unbatched] [--rollout-threads N]
-        [--model-size 1m] [--prompts 16] [--n 8] [--response-length 32] [--out PATH]
+        [--model-size 1m] [--prompts 16] [--n 8] [--response-length 32] [--log-dir DIR] [--out PATH]
 """
 
 from __future__ import annotations
@@ -61,6 +61,10 @@ def run_variant(name: str, env: dict[str, str], args, assets, tmp: str) -> dict:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+    if args.log_dir:
+        os.makedirs(args.log_dir, exist_ok=True)
+        with open(os.path.join(args.log_dir, f"{name}.log"), "w") as f:
+            f.write(result.output)
     if result.returncode != 0:
         raise SystemExit(f"main_ppo ({name}) failed:\n{result.output[-5000:]}")
     steps = result.steps
@@ -76,7 +80,8 @@ def run_variant(name: str, env: dict[str, str], args, assets, tmp: str) -> dict:
         "gen_times_s": [round(steps[s].get("timing_s/gen", float("nan")), 3) for s in order],
     }
     for phase in PHASES:
-        report[f"median_{phase}_s"] = _median([steps[s][f"timing_s/{phase}"] for s in later if f"timing_s/{phase}" in steps[s]])
+        key = f"timing_s/{phase}"
+        report[f"median_{phase}_s"] = _median([steps[s][key] for s in later if key in steps[s]])
     report["torch_threads"] = {who: int(n) for who, n in _THREADS_LINE.findall(result.output)}
     report["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start))
     return report
@@ -94,6 +99,7 @@ def main() -> None:
     parser.add_argument("--rollout-threads", type=int, help=f"sets {THREADS_ENV} (default: the server's default)")
     parser.add_argument("--batch-window", type=float, help=f"sets {BATCH_WINDOW_ENV}")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per main_ppo run")
+    parser.add_argument("--log-dir", help="write each variant's main_ppo output to LOG_DIR/<variant>.log")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "cpu_step.json"))
     args = parser.parse_args()
     if args.steps < 2:

@@ -17,6 +17,7 @@ from verl_resrl.cpu import hf_rollout
 from verl_resrl.cpu.hf_rollout import (
     BATCH_WINDOW_ENV,
     MAX_BATCH_ENV,
+    MAX_WAIT_ENV,
     THREADS_ENV,
     HFRolloutServer,
     SamplingSettings,
@@ -41,14 +42,13 @@ def model_config(tmp_path_factory):
 
 @pytest.fixture
 def make_server(model_config, monkeypatch):
-    for name in (BATCH_WINDOW_ENV, MAX_BATCH_ENV, THREADS_ENV):
+    for name in (BATCH_WINDOW_ENV, MAX_BATCH_ENV, MAX_WAIT_ENV, THREADS_ENV):
         monkeypatch.delenv(name, raising=False)
 
-    def make(max_batch: int | None = None, window: float | None = None, seed: int = 7, max_model_len=None):
-        if max_batch is not None:
-            monkeypatch.setenv(MAX_BATCH_ENV, str(max_batch))
-        if window is not None:
-            monkeypatch.setenv(BATCH_WINDOW_ENV, str(window))
+    def make(max_batch=None, window=None, seed: int = 7, max_model_len=None, max_wait=None):
+        for name, value in ((MAX_BATCH_ENV, max_batch), (BATCH_WINDOW_ENV, window), (MAX_WAIT_ENV, max_wait)):
+            if value is not None:
+                monkeypatch.setenv(name, str(value))
         config = SimpleNamespace(
             max_model_len=max_model_len,
             prompt_length=PROMPT_LENGTH,
@@ -57,11 +57,13 @@ def make_server(model_config, monkeypatch):
             max_num_seqs=1024,
         )
         server = HFRolloutServer(config, model_config, replica_rank=0, max_batch_size=config.max_num_seqs)
-        monkeypatch.delenv(MAX_BATCH_ENV, raising=False)
-        monkeypatch.delenv(BATCH_WINDOW_ENV, raising=False)
+        for name in (BATCH_WINDOW_ENV, MAX_BATCH_ENV, MAX_WAIT_ENV):
+            monkeypatch.delenv(name, raising=False)
         return server
 
-    return make
+    threads = torch.get_num_threads()  # the server sets the process's torch threads: restore them afterwards
+    yield make
+    torch.set_num_threads(threads)
 
 
 def _prompts(n: int, seed: int = 0, vocab: int = 320) -> list[list[int]]:
@@ -166,17 +168,32 @@ def test_window_and_batch_limit_settings(make_server, monkeypatch):
     stats = server.get_stats()
     assert len(outs) == 9 and stats["max_batch"] == 4 and stats["batches"] == 3  # 4 + 4 + 1
 
+    # a trickle of requests, each within one window of the last, is collected until the maximum wait
+    async def trickle(server, count, gap):
+        tasks = []
+        for i in range(count):
+            tasks.append(asyncio.create_task(server.generate([5, 6, 7 + i], GREEDY, str(i))))
+            await asyncio.sleep(gap)
+        return await asyncio.gather(*tasks)
+
+    patient = make_server(window=0.15, max_wait=10)
+    asyncio.run(trickle(patient, 6, 0.03))
+    assert patient.get_stats()["batches"] == 1 and patient.get_stats()["max_batch"] == 6
+    hasty = make_server(window=0.15, max_wait=0.05)
+    asyncio.run(trickle(hasty, 6, 0.03))
+    assert hasty.get_stats()["batches"] >= 2 and hasty.get_stats()["max_batch"] < 6
+
     assert make_server().max_batch_size == 1024  # rollout.max_num_seqs without the variable
     for name, value in ((MAX_BATCH_ENV, "0"), (MAX_BATCH_ENV, "lots"), (BATCH_WINDOW_ENV, "-1"),
-                        (BATCH_WINDOW_ENV, "nan"), (THREADS_ENV, "0")):
+                        (BATCH_WINDOW_ENV, "nan"), (MAX_WAIT_ENV, "inf"), (THREADS_ENV, "0")):
         monkeypatch.setenv(name, value)
         with pytest.raises(ValueError, match=name):
             make_server()
         monkeypatch.delenv(name)
-    monkeypatch.setenv(THREADS_ENV, "1")
+    monkeypatch.setenv(THREADS_ENV, "2")
     before = torch.get_num_threads()
     try:
-        assert make_server().get_stats()["torch_threads"] == 1
+        assert make_server().get_stats()["torch_threads"] == 2
     finally:
         torch.set_num_threads(before)
 

@@ -84,7 +84,12 @@ ESTIMATORS = {
 
 
 def register() -> None:
-    """Register the three estimators; calling it again is a no-op (the same function objects are re-used)."""
-    register_adv_est = verl_internals.resolve("baselines.register_adv_est")
-    for name, fn in ESTIMATORS.items():
-        register_adv_est(name)(fn)
+    """Register the three estimators once veRL imports its registry; calling it again is a no-op."""
+    from verl_resrl._import_hook import when_imported
+
+    def add(_module):
+        register_adv_est = verl_internals.resolve("baselines.register_adv_est")
+        for name, fn in ESTIMATORS.items():
+            register_adv_est(name)(fn)  # the same function objects: re-registering is accepted
+
+    when_imported(verl_internals.INTERNALS["baselines.register_adv_est"].module, add)

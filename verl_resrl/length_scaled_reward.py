@@ -116,6 +116,11 @@ def __getattr__(name):
 
 
 def register() -> None:
-    """Register the manager as ``length_scaled`` in veRL's reward-loop registry; idempotent."""
-    register_reward_manager = verl_internals.resolve("reward.register_reward_manager")
-    register_reward_manager(MANAGER_NAME)(_manager_class())
+    """Register the manager as ``length_scaled`` once veRL imports its reward-loop registry; idempotent."""
+    from verl_resrl._import_hook import when_imported
+
+    def add(_module):
+        register_reward_manager = verl_internals.resolve("reward.register_reward_manager")
+        register_reward_manager(MANAGER_NAME)(_manager_class())
+
+    when_imported(verl_internals.INTERNALS["reward.register_reward_manager"].module, add)

@@ -13,20 +13,24 @@ contract with ``transformers``:
 * :class:`HFServerAdapter` — the ``BaseRollout`` living in each trainer worker; at every weight sync it
   receives the trainer's full (un-sharded) parameters and pushes them to its replica's server.
 
-Batching. veRL's agent loop sends one request per sample, concurrently. The server waits a short collection
-window after the first queued request, then decodes everything queued, grouped by sampling settings and cut
-into batches of at most the maximum batch size. Each request has its own random stream (seeded from the
+Batching. veRL's agent loop sends one request per sample, concurrently, but spread over a few hundred ms (it
+prepares each sample in turn). After the first queued request the server keeps collecting until no new request
+has arrived for one collection window, the queue holds a full batch, or the maximum wait has passed; then it
+decodes up to the maximum batch size of the queued requests, grouped by sampling settings. Requests arriving
+meanwhile queue for the next batch. Each request has its own random stream (seeded from the
 rollout seed, the replica, the training step and the prompt), so its tokens and log-probs are the same whether
 it is decoded alone or in a batch. Settings (environment variables, read when the server starts; Ray passes
 the driver's environment to its actors):
 
-* ``VERL_RESRL_HF_BATCH_WINDOW_S`` — the collection window in seconds (default ``0.005``; ``0`` = just yield
+* ``VERL_RESRL_HF_BATCH_WINDOW_S`` — the collection window in seconds (default ``0.02``; ``0`` = just yield
   once to the event loop);
+* ``VERL_RESRL_HF_MAX_WAIT_S`` — the longest a batch keeps collecting (default ``0.5``);
 * ``VERL_RESRL_HF_MAX_BATCH`` — the maximum number of sequences decoded together (default: the rollout's
   ``actor_rollout_ref.rollout.max_num_seqs``, veRL's default 1024; ``1`` = one request at a time, unbatched);
-* ``VERL_RESRL_HF_THREADS`` — torch intra-op threads of the rollout server (default: all of the machine's
-  cores, ``os.cpu_count()``: generation and training alternate in veRL's hybrid mode, so the rollout has the
-  machine to itself while it generates; Ray would otherwise start the zero-CPU server actor with one thread).
+* ``VERL_RESRL_HF_THREADS`` — torch intra-op threads of the rollout server (default 1, as Ray gives its
+  actors: the tiny models' ops are too small to gain from a second thread, and while the server decodes, the
+  agent-loop and reward workers need the other core; measured on 2 cores with the 1 M model, 16 x 8 x 32
+  tokens: generation 2.6 s/step with 1 thread vs 3.9 s with 2, noisy shared machine).
 
 Bad input (an empty prompt, token ids outside the vocabulary, a prompt that leaves no room in the context,
 ``max_tokens`` <= 0, ``n`` other than 1 — the agent loop sends ``rollout.n`` separate requests — or above the
@@ -58,7 +62,9 @@ SERVER_NAME_PREFIX = "hf_"
 BATCH_WINDOW_ENV = "VERL_RESRL_HF_BATCH_WINDOW_S"
 MAX_BATCH_ENV = "VERL_RESRL_HF_MAX_BATCH"
 THREADS_ENV = "VERL_RESRL_HF_THREADS"
-BATCH_WINDOW_S = 0.005  # default collection window
+MAX_WAIT_ENV = "VERL_RESRL_HF_MAX_WAIT_S"
+BATCH_WINDOW_S = 0.02  # default collection window: a batch closes after this long without a new request
+MAX_WAIT_S = 0.5  # default cap on the collection time of one batch
 
 
 def _env_number(name: str, cast, minimum, default):
@@ -79,6 +85,11 @@ def batch_window_s() -> float:
     return _env_number(BATCH_WINDOW_ENV, float, 0.0, BATCH_WINDOW_S)
 
 
+def max_wait_s() -> float:
+    """The longest a request waits for others: ``VERL_RESRL_HF_MAX_WAIT_S`` or :data:`MAX_WAIT_S`."""
+    return _env_number(MAX_WAIT_ENV, float, 0.0, MAX_WAIT_S)
+
+
 def resolve_max_batch_size(configured: Optional[int] = None) -> int:
     """The batch limit: ``VERL_RESRL_HF_MAX_BATCH``, else ``configured`` (``rollout.max_num_seqs``), else 1024."""
     default = 1024 if configured is None else int(configured)
@@ -88,8 +99,8 @@ def resolve_max_batch_size(configured: Optional[int] = None) -> int:
 
 
 def rollout_threads() -> int:
-    """Torch threads of the rollout server: ``VERL_RESRL_HF_THREADS`` or all cores."""
-    return _env_number(THREADS_ENV, int, 1, os.cpu_count() or 1)
+    """Torch threads of the rollout server: ``VERL_RESRL_HF_THREADS`` or 1."""
+    return _env_number(THREADS_ENV, int, 1, 1)
 
 
 def server_actor_name(replica_rank: int) -> str:
@@ -255,6 +266,7 @@ class HFRolloutServer:
         self.replica_rank = replica_rank
         self.max_batch_size = resolve_max_batch_size(max_batch_size)
         self.batch_window_s = batch_window_s()
+        self.max_wait_s = max_wait_s()
         torch.set_num_threads(rollout_threads())
         self.global_steps = None
         path = model_config.local_path
@@ -280,7 +292,7 @@ class HFRolloutServer:
         print(
             f"[verl_resrl hf] rollout server {replica_rank}: torch threads {torch.get_num_threads()} "
             f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}), batch window {self.batch_window_s}s, "
-            f"max batch {self.max_batch_size}",
+            f"max wait {self.max_wait_s}s, max batch {self.max_batch_size}",
             flush=True,
         )
 
@@ -387,10 +399,10 @@ class HFRolloutServer:
         )
 
     async def _serve(self) -> None:
-        """Drain the queue: wait a moment for simultaneous requests, then decode them in batches."""
+        """Drain the queue: collect simultaneous requests (:meth:`_collect`), then decode them in batches."""
         while self._queue:
-            await asyncio.sleep(self.batch_window_s)
-            pending, self._queue = self._queue, []
+            await self._collect()
+            pending, self._queue = self._queue[: self.max_batch_size], self._queue[self.max_batch_size :]
             try:
                 groups: dict[SamplingSettings, list[_Request]] = {}
                 for r in pending:
@@ -406,6 +418,19 @@ class HFRolloutServer:
                     if not r.future.done():
                         r.future.set_exception(error)
                 raise
+
+    async def _collect(self) -> None:
+        """Wait until no new request arrived for one window, the queue holds a full batch, or the maximum
+        wait has passed since collecting began."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        seen = -1
+        while len(self._queue) != seen and len(self._queue) < self.max_batch_size:
+            seen = len(self._queue)
+            left = self.max_wait_s - (loop.time() - start)
+            if left <= 0:
+                break
+            await asyncio.sleep(min(self.batch_window_s, left))
 
     async def _run_batch(self, batch: list[_Request]) -> None:
         """Decode ``batch``; if it fails, decode its requests one by one so only a failing request errs."""
