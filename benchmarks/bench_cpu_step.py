@@ -49,7 +49,7 @@ def run_variant(name: str, env: dict[str, str], args, assets, tmp: str) -> dict:
         n_prompts=args.prompts,
         group_size=args.n,
         response_length=args.response_length,
-    ) + [f"trainer.default_local_dir={tmp}/ckpt_{name}"]
+    ) + [f"trainer.default_local_dir={tmp}/ckpt_{name}", *args.override]
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)  # run_cpu_main_ppo passes os.environ on; Ray hands it to its actors
     try:
@@ -100,6 +100,8 @@ def main() -> None:
     parser.add_argument("--batch-window", type=float, help=f"sets {BATCH_WINDOW_ENV}")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per main_ppo run")
     parser.add_argument("--log-dir", help="write each variant's main_ppo output to LOG_DIR/<variant>.log")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra Hydra override for every variant (repeatable)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "cpu_step.json"))
     args = parser.parse_args()
     if args.steps < 2:

@@ -2,8 +2,8 @@
 
 Each run asserts on the metrics veRL printed: ResRL reached every negative response of every mixed group
 (``resrl/coverage == 1.0``), advantages are finite, the actor was updated, groups stayed whole. Runs: V1
-trainer on 1 rank with the ``resrl`` policy loss; V1 on 2 ranks with dynamic batch size and a reference model
-(whose forward pass must not be captured); the legacy trainer
+trainer on 1 rank with the ``resrl`` policy loss and remove-padding (packed sequences); V1 on 2 ranks with
+dynamic batch size and a reference model (whose forward pass must not be captured); the legacy trainer
 with a checkpoint, then resumed from it. And "do no harm": with the package installed, a GRPO run is
 identical step for step (up to float summation order) whether the ResRL patches are installed or disabled.
 """
@@ -56,7 +56,8 @@ def assert_resrl_trained(result, steps):
 
 def test_v1_one_rank_with_resrl_policy_loss(assets, tmp_path):
     result = run_cpu_main_ppo(
-        resrl_overrides(assets, tmp_path, extra=["actor_rollout_ref.actor.policy_loss.loss_mode=resrl"]),
+        resrl_overrides(assets, tmp_path, extra=["actor_rollout_ref.actor.policy_loss.loss_mode=resrl",
+                                                 "actor_rollout_ref.model.use_remove_padding=True"]),
         cwd=str(tmp_path))
     assert_resrl_trained(result, [1, 2])
     assert "actor/resrl_neg_token_frac" in result.steps[2]
