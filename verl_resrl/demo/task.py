@@ -1,6 +1,6 @@
 """Seeded arithmetic-with-reasoning task: multi-term sums and differences with a short chain of thought.
 
-A problem is a chain of 2-4 integer terms joined by ``+`` / ``-`` whose running total never goes below zero,
+A problem is a chain of 2-3 integer terms joined by ``+`` / ``-`` whose running total never goes below zero,
 e.g. ``"12+7-5"``. The prompt asks for it (``"Compute 12+7-5."``) and the reference solution writes one partial
 result per operation and ends with the answer::
 
@@ -12,17 +12,17 @@ The scorer is exact-match on the final answer (reward 1 or 0): the response must
 
 ``python -m verl_resrl.demo.task OUT_DIR`` writes ``train.parquet`` / ``test.parquet`` in veRL's schema.
 This file is also usable as ``reward.custom_reward_function.path`` (function ``compute_score``): it imports only
-the standard library at module level.
+the standard library at module level (and no `from __future__ import annotations`: veRL loads the file
+without registering it in `sys.modules`, where dataclasses cannot resolve string annotations).
 """
 
-from __future__ import annotations
 
 import random
 import re
 from dataclasses import dataclass
 
 DATA_SOURCE = "demo_arith"
-MIN_TERMS, MAX_TERMS = 2, 4
+MIN_TERMS, MAX_TERMS = 2, 3
 MAX_OPERAND = 49
 MAX_RESPONSE_CHARS = 400
 # Seeds of the splits; the held-out split excludes every expression of the training split.

@@ -1,0 +1,143 @@
+"""The demo's starting policy: tokenizer, model, a 2-step warm-up, manifest + checksums, evaluation metrics."""
+
+import json
+
+import pytest
+
+pytest.importorskip("tokenizers")
+pytest.importorskip("transformers")
+
+from verl_resrl.demo import policy, task  # noqa: E402
+from verl_resrl.demo.evaluate_policy import prompt_ids, sample_completions, score_completions  # noqa: E402
+from verl_resrl.evaluate import pass_at_k  # noqa: E402
+
+SMALL = policy.PolicyConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                            num_key_value_heads=1, batch_size=8, max_steps=2, eval_every=2, eval_samples=2,
+                            n_train=64, n_dev=4, target_pass1=1.0)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    problems = task.generate(200, seed=0)
+    return policy.build_tokenizer(policy.tokenizer_corpus(problems), 320)
+
+
+def test_tokenizer_round_trip_and_digits(tokenizer):
+    for p in task.generate(50, seed=9):
+        for text in (p.prompt, p.solution, " Answer: 123 "):
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            assert tokenizer.decode(ids) == text
+    # digits are single tokens: no merged multi-digit numbers
+    ids = tokenizer("12345", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 5
+    assert len(tokenizer) <= 320
+
+
+def test_chat_template_matches_training_prompt(tokenizer):
+    p = task.generate(1, seed=0)[0]
+    ids = prompt_ids(tokenizer, [p])[0]
+    text = tokenizer.decode(ids)
+    assert text == f"<|im_start|>user\n{p.prompt}<|im_end|>\n<|im_start|>assistant\n"
+    examples = policy.encode_examples(tokenizer, [p])
+    full, n_prompt = examples[0]
+    assert full[:n_prompt] == ids and full[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(full[n_prompt:], skip_special_tokens=True) == p.solution
+
+
+def test_model_builds_deterministically(tokenizer):
+    a = policy.build_model(SMALL, tokenizer)
+    b = policy.build_model(SMALL, tokenizer)
+    assert a.config.vocab_size == len(tokenizer)
+    assert all((x == y).all() for x, y in zip(a.parameters(), b.parameters()))
+    default = policy.PolicyConfig()
+    n = sum(p.numel() for p in policy.build_model(default, tokenizer).parameters())
+    assert n < 5e6
+
+
+def test_build_policy_writes_manifest_and_verifies(tmp_path):
+    out = tmp_path / "policy"
+    logs = []
+    manifest = policy.build_policy(out, SMALL, log=logs.append)
+    assert manifest["warmup_steps"] == 2 and len(manifest["trace"]) == 1
+    assert "model.safetensors" in manifest["sha256"] and "tokenizer.json" in manifest["sha256"]
+    on_disk = json.loads((out / policy.MANIFEST).read_text())
+    assert on_disk == manifest
+    assert policy.verify_policy(out)["sha256"] == manifest["sha256"]
+    # a second call reuses the verified build
+    again = policy.build_policy(out, SMALL, log=logs.append)
+    assert again == manifest and any("reusing" in line for line in logs)
+    # tampering is detected
+    weights = out / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ValueError, match="sha256"):
+        policy.verify_policy(out)
+    # the saved directory loads as an HF model and generates
+    from verl_resrl.demo.evaluate_policy import load_model
+
+    (out / policy.MANIFEST).unlink()
+    policy.build_policy(out, SMALL, log=logs.append)
+    model, tok = load_model(out)
+    completions = sample_completions(model, tok, task.generate(2, seed=4), k=3, max_new_tokens=8)
+    assert len(completions) == 2 and all(len(c) == 3 for c in completions)
+
+
+def test_rebuild_is_bitwise_identical(tmp_path):
+    a = policy.build_policy(tmp_path / "a", SMALL, log=lambda *_: None)
+    b = policy.build_policy(tmp_path / "b", SMALL, log=lambda *_: None)
+    assert a["sha256"] == b["sha256"]
+
+
+def test_score_completions_uses_unbiased_pass_at_k():
+    problems = task.generate(2, seed=1)
+    right = [problems[0].solution, problems[1].solution]
+    completions = [
+        [right[0], "Answer: -1", "Answer: 99999", "garbage"],
+        [right[1]] * 4,
+    ]
+    m = score_completions(problems, completions)
+    assert m["k"] == 4 and m["avg@4"] == pytest.approx(5 / 8)
+    for k in range(1, 5):
+        assert m[f"pass@{k}"] == pytest.approx((pass_at_k(4, 1, k) + 1.0) / 2)
+    assert m["distinct_answers"] == pytest.approx((3 + 1) / 2)
+    assert m["no_answer_rate"] == pytest.approx(1 / 8)
+
+
+def test_demo_rl_overrides_compose_for_every_estimator(tmp_path):
+    """The demo's main_ppo overrides form a valid veRL config (Hydra compose + the CPU backend's checks)."""
+    pytest.importorskip("verl")
+    from verl_resrl.cpu.launch import check_command, cpu_main_ppo_command
+    from verl_resrl.demo.rl import ESTIMATORS, RLSettings, demo_overrides, hf_checkpoint
+
+    for estimator in ESTIMATORS:
+        overrides = demo_overrides(tmp_path / "policy", "train.parquet", "test.parquet", tmp_path / "run", estimator,
+                                   RLSettings(steps=3, seed=1))
+        assert f"algorithm.adv_estimator={estimator}" in overrides
+        assert "actor_rollout_ref.actor.checkpoint.save_contents=[model,hf_model]" in overrides
+        assert ("+algorithm.resrl.seed=1" in overrides) == (estimator == "resrl")
+        check_command(cpu_main_ppo_command(overrides))
+    with pytest.raises(FileNotFoundError):
+        hf_checkpoint(tmp_path / "run", 3)
+
+
+def test_learning_benchmark_report(tmp_path):
+    """benchmarks/learning.py: mean ± std over seeds, markdown table and PNG from per-run metrics."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py"
+    spec = importlib.util.spec_from_file_location("learning_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    problems = task.generate(2, seed=1)
+    good, bad = [p.solution for p in problems], ["Answer: -5", "Answer: -5"]
+    runs = [score_completions(problems, [[good[0], bad[0]], [good[1], good[1]]]),
+            score_completions(problems, [[bad[0], bad[0]], [good[1], bad[1]]])]
+    agg = bench.aggregate([{"metrics": m} for m in runs], k=2)
+    assert agg["pass@1"]["mean"] == pytest.approx((0.75 + 0.25) / 2)
+    assert agg["pass@1"]["std"] == pytest.approx(0.3535534, rel=1e-5)
+    assert agg["distinct_answers"]["values"] == [1.5, 1.5]
+    md = bench.table({"start": agg, "resrl": agg}, k=2, seeds={"start": 0, "resrl": 2})
+    assert "| resrl | 2 | 50.0 ± 35.4 | 50.0 ± 35.4 |" in md and "| start | - |" in md
+    pytest.importorskip("matplotlib")
+    bench.plot({"start": agg, "resrl": agg}, 2, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0
