@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import resource
@@ -86,6 +87,9 @@ def per_group_port(hidden, mask, rewards, uids, cfg):
     return residual, advantages
 
 
+PATHS = {"package": package_path, "per_group_port": per_group_port}
+
+
 def timed(fn, device, repeats):
     times = []
     for _ in range(repeats + 1):  # first call warms up
@@ -99,26 +103,34 @@ def timed(fn, device, repeats):
     return out, statistics.median(times[1:])
 
 
-def peak_memory_mb(device, fn):
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _cpu_peak_child(path_name, input_args, cfg, queue):
+    inputs = make_inputs(*input_args)
+    base = _rss_mb()
+    PATHS[path_name](*inputs, cfg)
+    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base)
+
+
+def peak_memory_mb(device, path_name, input_args, cfg):
+    """Extra peak memory of one path over its inputs: CUDA allocator peak, or (CPU) a fresh process's peak RSS."""
     if device.type == "cuda":
+        inputs = make_inputs(*input_args)
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        fn()
+        PATHS[path_name](*inputs, cfg)
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    # CPU: run it in a forked child and report how far the child's peak RSS rose above the parent's RSS.
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read)
-        fn()
-        os.write(write, str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss).encode())
-        os._exit(0)
-    os.close(write)
-    child_peak_kb = int(os.read(read, 64) or 0)
-    os.waitpid(pid, 0)
-    with open(f"/proc/{os.getpid()}/statm") as f:
-        rss_kb = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-    return (child_peak_kb - rss_kb) / 1024
+    ctx = multiprocessing.get_context("spawn")  # fork after OpenMP work can deadlock the child
+    queue = ctx.Queue()
+    child = ctx.Process(target=_cpu_peak_child, args=(path_name, input_args, cfg, queue))
+    child.start()
+    peak = queue.get()
+    child.join()
+    return peak
 
 
 def main(argv=None):
@@ -139,11 +151,11 @@ def main(argv=None):
     length = args.length or (4096 if cuda else 1024)
     width = args.hidden or (2560 if cuda else 1024)
     cfg = ResRLConfig(subspace=args.subspace)
-    inputs = make_inputs(args.groups, args.per_group, length, width, device, getattr(torch, args.dtype))
-
-    fast_mem = peak_memory_mb(device, lambda: package_path(*inputs, cfg))
+    input_args = (args.groups, args.per_group, length, width, device, getattr(torch, args.dtype))
+    fast_mem = peak_memory_mb(device, "package", input_args, cfg)
+    ref_mem = peak_memory_mb(device, "per_group_port", input_args, cfg)
+    inputs = make_inputs(*input_args)
     (fast_res, fast_adv), fast_s = timed(lambda: package_path(*inputs, cfg), device, args.repeats)
-    ref_mem = peak_memory_mb(device, lambda: per_group_port(*inputs, cfg))
     (ref_res, ref_adv), ref_s = timed(lambda: per_group_port(*inputs, cfg), device, args.repeats)
 
     result = {

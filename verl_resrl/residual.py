@@ -32,7 +32,7 @@ from verl_resrl.subspace import positive_subspace
 GROUP_STATUSES = ("not_mixed", "computed", "few_pos_tokens", "nonfinite", "no_negative_tokens")
 
 # Positive tokens of several groups are padded into one (G, n, H) fp32 batch of at most this many elements.
-_CHUNK_ELEMENTS = 1 << 28
+_CHUNK_ELEMENTS = 1 << 26
 
 
 @dataclass
@@ -201,7 +201,7 @@ def _residuals_of_chunk(chunk, hidden, sample_of, position_of, starts, unique, s
                         residual, has_residual, stats) -> None:
     """Subspaces of the groups in ``chunk`` (one batched call), then each group's negative residuals."""
     width = hidden.shape[-1]
-    positives = []
+    selected = []
     for g in chunk:
         lo, hi = starts[2 * g], starts[2 * g + 1]
         samples, positions = sample_of[lo:hi], position_of[lo:hi]
@@ -209,13 +209,12 @@ def _residuals_of_chunk(chunk, hidden, sample_of, position_of, starts, unique, s
             samples, positions = _subsample(samples, positions, sample_rank, hidden.shape[1],
                                             config.max_pos_tokens, group_seed(base_seed, unique[g]))
             stats.subsampled_groups += 1
-        positives.append(layer_norm(hidden[samples, positions], config.layer_norm_eps))
+        selected.append((samples, positions))
 
-    counts = torch.tensor([p.shape[0] for p in positives], device=hidden.device)
-    padded = positives[0].new_zeros(len(chunk), int(counts.max()), width)
-    for i, p in enumerate(positives):
-        padded[i, : p.shape[0]] = p
-    del positives
+    counts = torch.tensor([s.numel() for s, _ in selected], device=hidden.device)
+    padded = torch.zeros(len(chunk), int(counts.max()), width, dtype=torch.float32, device=hidden.device)
+    for i, (samples, positions) in enumerate(selected):  # one group's LayerNormed copy alive at a time
+        padded[i, : samples.numel()] = layer_norm(hidden[samples, positions], config.layer_norm_eps)
     test_matrix_rng = torch.Generator().manual_seed(base_seed)
     mean, basis, ranks = positive_subspace(
         padded, counts, config.rank, config.subspace, config.oversample, config.power_iters, config.rank_rtol,

@@ -39,10 +39,9 @@ def positive_subspace(
         ranks: ``(G,)`` int64, ``min(rank, counts - 1, numerical rank)``.
     """
     num_groups, n, hidden = x.shape
-    real = torch.arange(n, device=x.device).unsqueeze(0) < counts.unsqueeze(1)  # (G, n)
-    x = torch.where(real.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
-    mean = x.sum(dim=1) / counts.unsqueeze(1).to(x.dtype)
-    centred = (x - mean.unsqueeze(1)) * real.unsqueeze(-1)
+    real = (torch.arange(n, device=x.device).unsqueeze(0) < counts.unsqueeze(1)).unsqueeze(-1)  # (G, n, 1)
+    mean = (x * real).sum(dim=1) / counts.unsqueeze(1).to(x.dtype) if n else x.sum(dim=1)
+    centred = (x - mean.unsqueeze(1)).mul_(real)  # one (G, n, H) copy; padding rows are exactly zero
 
     width = min(rank + oversample, n, hidden)
     if method == "exact" or width >= min(n, hidden):
