@@ -75,9 +75,9 @@ def _wrap_compute_advantage(original):
         if str(getattr(adv_estimator, "value", adv_estimator)) != ESTIMATOR:
             return original(data, adv_estimator, *args, **kwargs)
         bound = verl_internals.INTERNALS["compute_advantage"].bind(data, adv_estimator, *args, **kwargs)
+        if "response_mask" not in data.batch.keys():  # both 0.9.1 trainers set it before this call
+            raise RuntimeError("algorithm.adv_estimator=resrl: the batch has no response_mask")
         inputs = _residual_inputs(data)
-        if "response_mask" not in data.batch.keys():
-            return original(data, adv_estimator, *args, **kwargs)  # veRL fills it; not reached in 0.9.1
         config = bound["config"]
         advantages, returns = compute_resrl_advantage(
             data.batch["token_level_rewards"], data.batch["response_mask"], config=config,
