@@ -75,15 +75,20 @@ def _write_split(path: Path, problems: list[tuple[str, str]], split: str) -> Non
     pd.DataFrame(rows).to_parquet(path)
 
 
-def _build_tokenizer(texts: list[str]):
+def build_bpe_tokenizer(texts: list[str], vocab_size: int = 320, split_digits: bool = False):
+    """Byte-level BPE trained on ``texts`` with the ChatML chat template (``split_digits``: one token per digit)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits
+        else byte_level
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=320,
+        vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
@@ -123,7 +128,7 @@ def build_tiny_assets(
     out.mkdir(parents=True, exist_ok=True)
     train, val = _problems(n_train, seed), _problems(n_val, seed + 1)
     texts = [f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n{a}<|im_end|>\n" for q, a in train + val]
-    tokenizer = _build_tokenizer(texts * 4)
+    tokenizer = build_bpe_tokenizer(texts * 4)
     tokenizer.save_pretrained(model_dir)
 
     eos_id, pad_id = tokenizer.convert_tokens_to_ids(EOS), tokenizer.convert_tokens_to_ids(PAD)

@@ -23,15 +23,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from verl_resrl.cpu.tiny_assets import EOS, PAD, build_bpe_tokenizer
 from verl_resrl.demo import task as demo_task
 
-EOS = "<|im_end|>"
-PAD = "<|endoftext|>"
-SPECIAL_TOKENS = [PAD, "<|im_start|>", EOS]
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 N_TRAIN_PROBLEMS = 4096  # the training split (warm-up and RL prompts); the held-out split excludes it
 N_DEV_PROBLEMS = 64
 DEV_SEED = 3
@@ -72,25 +66,7 @@ def tokenizer_corpus(problems) -> list[str]:
 
 def build_tokenizer(texts: list[str], vocab_size: int):
     """Byte-level BPE (digits split one by one) trained on ``texts``, with the ChatML chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False),
-    ])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD)
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    return build_bpe_tokenizer(texts, vocab_size, split_digits=True)
 
 
 def build_model(config: PolicyConfig, tokenizer):
