@@ -37,22 +37,40 @@ _CHUNK_ELEMENTS = 1 << 26
 
 @dataclass
 class ResidualStats:
-    """What happened to the groups of one batch (all counts)."""
+    """What happened to the groups of one batch: per-group outcome and rank, plus token/response counts."""
 
-    groups: int = 0
-    mixed_groups: int = 0  # at least one positive and one negative response
-    computed_groups: int = 0  # mixed groups whose negative tokens received residuals
-    skipped_few_pos_tokens: int = 0
-    skipped_nonfinite: int = 0
+    # per group id: one of GROUP_STATUSES, and the subspace rank used (computed groups only)
+    group_status: dict = field(default_factory=dict)
+    group_rank: dict = field(default_factory=dict)
     nonfinite_tokens: int = 0
     subsampled_groups: int = 0
     neg_responses_mixed: int = 0  # non-empty negative responses in mixed groups
     neg_responses_weighted: int = 0  # ... that received residuals
-    rank_sum: int = 0
-    rank_min: int = 0
-    # per group id: one of GROUP_STATUSES, and the subspace rank used for computed groups
-    group_status: dict = field(default_factory=dict)
-    group_rank: dict = field(default_factory=dict)
+
+    def _count(self, *statuses: str) -> int:
+        return sum(status in statuses for status in self.group_status.values())
+
+    @property
+    def groups(self) -> int:
+        return len(self.group_status)
+
+    @property
+    def mixed_groups(self) -> int:
+        """Groups with at least one positive and one negative response."""
+        return self.groups - self._count("not_mixed")
+
+    @property
+    def computed_groups(self) -> int:
+        """Mixed groups whose negative tokens received residuals."""
+        return self._count("computed")
+
+    @property
+    def skipped_few_pos_tokens(self) -> int:
+        return self._count("few_pos_tokens")
+
+    @property
+    def skipped_nonfinite(self) -> int:
+        return self._count("nonfinite")
 
     @property
     def coverage(self) -> float:
@@ -60,16 +78,22 @@ class ResidualStats:
         return self.neg_responses_weighted / self.neg_responses_mixed if self.neg_responses_mixed else 1.0
 
     @property
+    def rank_sum(self) -> int:
+        return sum(self.group_rank.values())
+
+    @property
+    def rank_min(self) -> int:
+        return min(self.group_rank.values(), default=0)
+
+    @property
     def rank_mean(self) -> float:
-        return self.rank_sum / self.computed_groups if self.computed_groups else 0.0
+        return self.rank_sum / len(self.group_rank) if self.group_rank else 0.0
 
     def merge(self, other: ResidualStats) -> ResidualStats:
         counts = {f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)
-                  if f.name not in ("rank_min", "group_status", "group_rank")}
-        mins = [s.rank_min for s in (self, other) if s.computed_groups]
-        return ResidualStats(**counts, rank_min=min(mins) if mins else 0,
-                             group_status={**self.group_status, **other.group_status},
-                             group_rank={**self.group_rank, **other.group_rank})
+                  if f.name not in ("group_status", "group_rank")}
+        return ResidualStats(group_status={**self.group_status, **other.group_status},
+                             group_rank={**self.group_rank, **other.group_rank}, **counts)
 
 
 class Residuals(NamedTuple):
@@ -122,7 +146,7 @@ def compute_residuals(
 
     residual = torch.zeros(batch, length, dtype=torch.float32, device=device)
     has_residual = torch.zeros(batch, length, dtype=torch.bool, device=device)
-    stats = ResidualStats(groups=num_groups)
+    stats = ResidualStats()
     if batch == 0:
         return Residuals(residual, has_residual, stats)
 
@@ -148,13 +172,10 @@ def compute_residuals(
         if not (pos_samples[g] and neg_samples[g]):
             status[unique[g]] = "not_mixed"
             continue
-        stats.mixed_groups += 1
         stats.neg_responses_mixed += neg_nonempty[g]
         if nonfinite_per_group[g]:
-            stats.skipped_nonfinite += 1
             status[unique[g]] = "nonfinite"
         elif pos_tokens[g] < config.min_pos_tokens:
-            stats.skipped_few_pos_tokens += 1
             status[unique[g]] = "few_pos_tokens"
         elif neg_nonempty[g]:
             status[unique[g]] = "computed"
@@ -229,11 +250,7 @@ def _residuals_of_chunk(chunk, hidden, sample_of, position_of, starts, unique, s
         outside = centred - (centred @ basis[i]) @ basis[i].T
         residual[samples, positions] = outside.pow(2).sum(dim=-1) / width
         has_residual[samples, positions] = True
-    rank_list = ranks.tolist()
-    stats.group_rank.update({unique[g]: r for g, r in zip(chunk, rank_list)})
-    stats.rank_min = min(rank_list + ([stats.rank_min] if stats.computed_groups else []))
-    stats.rank_sum += sum(rank_list)
-    stats.computed_groups += len(chunk)
+    stats.group_rank.update({unique[g]: r for g, r in zip(chunk, ranks.tolist())})
 
 
 def _subsample(samples, positions, sample_rank, length, size, seed):

@@ -49,7 +49,6 @@ class StreamingGroupResiduals:
         self.rank = torch.zeros(len(self.group_ids), dtype=torch.long)
         self.stats = ResidualStats()
         self.seconds = 0.0
-        self.peak_held_tokens = 0
 
     def add(self, sample_index: int, states: torch.Tensor) -> None:
         """States ``(response_length, H)`` of one sample (any device/dtype)."""
@@ -61,7 +60,6 @@ class StreamingGroupResiduals:
                 f"{int(self.lengths[sample_index])} response tokens"
             )
         self.states[sample_index] = states
-        self.peak_held_tokens = max(self.peak_held_tokens, sum(s.shape[0] for s in self.states.values()))
         self.missing[self.group_ids[sample_index]] -= 1
 
     def flush(self, final: bool = False) -> None:
