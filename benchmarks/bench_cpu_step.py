@@ -9,8 +9,10 @@ one trainer rank. Each variant is one ``main_ppo`` run of ``--steps`` steps:
 * ``unbatched`` — ``VERL_RESRL_HF_MAX_BATCH=1``: one request at a time.
 
 Per variant: time to the end of step 1 (Ray start, worker start-up, warm-up step), and medians over steps 2..N
-of ``timing_s/step``, ``timing_s/gen`` and the other ``timing_s/*`` phases; plus the torch thread counts the
-rollout server and the trainer report. Prints a table and writes JSON (default ``benchmarks/results/cpu_step.json``).
+of ``timing_s/step``, ``timing_s/gen`` and the other ``timing_s/*`` phases; of the rollout server's own time per
+round (``server_decode``: time spent decoding; ``server_busy_span``: first request in to last token out — the
+rest of ``gen`` is veRL's agent loop, reward and transfer work outside the server); plus the torch thread counts
+the rollout server and the trainer report. Prints a table and writes JSON (default ``benchmarks/results/cpu_step.json``).
 
     python benchmarks/bench_cpu_step.py [--steps 5] [--variants batched unbatched] [--rollout-threads N]
         [--model-size 1m] [--prompts 16] [--n 8] [--response-length 32] [--log-dir DIR] [--out PATH]
@@ -35,6 +37,9 @@ from verl_resrl.cpu.tiny_assets import MODEL_SIZES, build_tiny_assets
 VARIANTS = {"batched": {}, "unbatched": {MAX_BATCH_ENV: "1"}}
 PHASES = ("step", "gen", "old_log_prob", "ref", "adv", "update_actor", "update_weights")
 _THREADS_LINE = re.compile(r"\[verl_resrl hf\] (rollout server \d+|trainer rank \d+): torch threads (\d+)")
+# printed by the rollout server at each weight sync about the previous round (= the previous step's generation)
+_ROUND_LINE = re.compile(r"\[verl_resrl hf\] rollout server 0 round: requests (\d+) in (\d+) batches, decode_s "
+                         r"([\d.]+), first_request_to_last_token_s ([\d.]+)")
 
 
 def _median(values):
@@ -82,6 +87,10 @@ def run_variant(name: str, env: dict[str, str], args, assets, tmp: str) -> dict:
     for phase in PHASES:
         key = f"timing_s/{phase}"
         report[f"median_{phase}_s"] = _median([steps[s][key] for s in later if key in steps[s]])
+    rounds = _ROUND_LINE.findall(result.output)[1:]  # skip step 1's round (warm-up), like the step medians
+    report["median_server_decode_s"] = _median([float(r[2]) for r in rounds])
+    report["median_server_busy_span_s"] = _median([float(r[3]) for r in rounds])
+    report["server_batches_per_round"] = sorted({int(r[1]) for r in rounds})
     report["torch_threads"] = {who: int(n) for who, n in _THREADS_LINE.findall(result.output)}
     report["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start))
     return report
@@ -139,7 +148,7 @@ def main() -> None:
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
 
-    cols = ["first_step_end", "step", "gen", "old_log_prob", "update_actor", "update_weights"]
+    cols = ["first_step_end", "step", "gen", "server_decode", "server_busy_span", "old_log_prob", "update_actor"]
     print(f"\n{'variant':<10}" + "".join(f"{c + ' s':>18}" for c in cols) + "   torch threads")
     for name, r in results.items():
         cells = [r["wall_to_first_step_end_s"]] + [r[f"median_{c}_s"] for c in cols[1:]]

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", choices=ESTIMATORS, default=list(ESTIMATORS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=int(os.environ.get("STEPS", "60")))
+    parser.add_argument("--steps", type=int, default=int(os.environ.get("STEPS", "50")))
     parser.add_argument("--lr", type=float, default=RLSettings.lr)
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--n-test", type=int, default=128)

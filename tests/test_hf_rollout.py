@@ -151,10 +151,46 @@ def test_generate_batch_sampled_streams_independent_of_batch(model_config):
         assert torch.allclose(torch.tensor(r.log_probs), ref, atol=1e-5, rtol=0)
 
 
+def test_generate_batch_reports_each_request_when_it_ends(model_config):
+    """on_finished fires once per request, as soon as its own sequence ends (before longer batch-mates finish),
+    and the batch shrinks as rows finish without changing any row's output."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_config.local_path, attn_implementation="sdpa").eval()
+    settings = SamplingSettings(temperature=1.0, top_p=1.0, top_k=-1, ignore_eos=True)
+    prompts = _prompts(8, seed=4)
+    budgets = [2, 10, 4, 10, 1, 6, 10, 3]
+    batch = [_Request(prompts[i], budgets[i], settings, True, None, seed=i, generator=torch.Generator().manual_seed(i))
+             for i in range(8)]
+    seen = []  # (request index, tokens of every request at that moment)
+    widths = []
+    real_forward = model.forward
+
+    def forward(*args, **kwargs):
+        widths.append(kwargs["input_ids"].shape[0])
+        return real_forward(*args, **kwargs)
+
+    model.forward = forward
+    generate_batch(model, batch, {2}, 0, torch.Generator().manual_seed(0),
+                   on_finished=lambda r: seen.append((batch.index(r), [len(x.token_ids) for x in batch])))
+    assert sorted(i for i, _ in seen) == list(range(8))
+    for i, lengths in seen:
+        assert lengths[i] == budgets[i]
+        assert all(n <= budgets[i] for n in lengths)  # nobody is ahead of the request that just ended
+    assert widths[0] == 8 and widths[-1] < 8  # finished rows were dropped
+    model.forward = real_forward
+    for i, r in enumerate(batch):
+        alone = [_Request(prompts[i], budgets[i], settings, True, None, seed=i,
+                          generator=torch.Generator().manual_seed(i))]
+        generate_batch(model, alone, {2}, 0, torch.Generator().manual_seed(0))
+        assert r.token_ids == alone[0].token_ids
+        assert r.log_probs == pytest.approx(alone[0].log_probs, abs=1e-5)
+
+
 # --- settings -----------------------------------------------------------------------------------------------------
 
 
-def test_window_and_batch_limit_settings(make_server, monkeypatch):
+def test_window_and_batch_limit_settings(make_server, monkeypatch, capsys):
     server = make_server(max_batch=4, window=0.3)
     assert server.max_batch_size == 4 and server.batch_window_s == 0.3
 
@@ -182,6 +218,29 @@ def test_window_and_batch_limit_settings(make_server, monkeypatch):
     hasty = make_server(window=0.15, max_wait=0.05)
     asyncio.run(trickle(hasty, 6, 0.03))
     assert hasty.get_stats()["batches"] >= 2 and hasty.get_stats()["max_batch"] < 6
+
+    # after a weight sync, a round is collected until it has as many requests as the previous one, across
+    # pauses longer than the window (a busy agent loop); the sync prints one line about the round that ended
+    async def burst_with_pause(server, first, second, pause):
+        tasks = [asyncio.create_task(server.generate([5, 6, 7 + i], GREEDY, str(i))) for i in range(first)]
+        await asyncio.sleep(pause)
+        tasks += [asyncio.create_task(server.generate([8, 9, 7 + i], GREEDY, f"b{i}")) for i in range(second)]
+        return await asyncio.gather(*tasks)
+
+    rounds = make_server(window=0.02, max_wait=5)
+    asyncio.run(burst_with_pause(rounds, 6, 0, 0))
+    weights = {k: v for k, v in rounds.model.state_dict().items() if k != "lm_head.weight"}
+    rounds.update_weights(weights, global_steps=1)
+    assert re.search(r"round: requests 6 in 1 batches, decode_s [\d.]+, first_request_to_last_token_s [\d.]+, "
+                     r"arrivals_span_s [\d.]+", capsys.readouterr().out)
+    asyncio.run(burst_with_pause(rounds, 3, 3, 0.2))
+    assert rounds.get_stats()["batches"] == 2  # one per round
+    rounds.update_weights(weights, global_steps=2)  # the next round expects 6: a round of 2 waits at most max_wait
+    fewer = make_server(window=0.02, max_wait=0.3)
+    asyncio.run(burst_with_pause(fewer, 4, 0, 0))
+    fewer.update_weights(weights, global_steps=1)
+    asyncio.run(burst_with_pause(fewer, 2, 0, 0))
+    assert fewer.get_stats()["batches"] == 2
 
     assert make_server().max_batch_size == 1024  # rollout.max_num_seqs without the variable
     for name, value in ((MAX_BATCH_ENV, "0"), (MAX_BATCH_ENV, "lots"), (BATCH_WINDOW_ENV, "-1"),
@@ -272,6 +331,29 @@ def test_decode_failure_fails_only_its_request(make_server, monkeypatch):
     assert server.get_stats()["failed"] == 1
     # the server still serves afterwards
     assert len(asyncio.run(server.generate([5, 6], SAMPLED, "after")).token_ids) >= 1
+
+
+def test_failure_after_some_requests_ended_retries_only_the_rest(make_server, monkeypatch):
+    """Requests that already got their result when the batch fails keep it; only the unfinished are retried."""
+    poison = [1, 1, 1]
+    real = hf_rollout.generate_batch
+
+    def fails_at_the_end(model, requests, eos, pad, generator, on_finished=None):
+        culprit = [r for r in requests if r.prompt_ids == poison]
+        others = [r for r in requests if r.prompt_ids != poison]
+        if others:
+            real(model, others, eos, pad, generator, on_finished)
+        if culprit:
+            raise RuntimeError("decode blew up late")
+
+    monkeypatch.setattr(hf_rollout, "generate_batch", fails_at_the_end)
+    prompts = _prompts(4, seed=6) + [poison]
+    server, reference = make_server(), make_server(max_batch=1)
+    outs = asyncio.run(asyncio.wait_for(_generate_all(server, prompts, [SAMPLED] * 5, return_exceptions=True), 60))
+    refs = asyncio.run(_generate_all(reference, prompts[:4], [SAMPLED] * 4))
+    assert isinstance(outs[4], RuntimeError)
+    assert [o.token_ids for o in outs[:4]] == [r.token_ids for r in refs]
+    assert server.get_stats()["batches"] == 2 and server.get_stats()["failed"] == 1  # the batch + the culprit alone
 
 
 def test_cancelled_request_does_not_block_others(make_server):

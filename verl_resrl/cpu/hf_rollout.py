@@ -13,14 +13,18 @@ contract with ``transformers``:
 * :class:`HFServerAdapter` — the ``BaseRollout`` living in each trainer worker; at every weight sync it
   receives the trainer's full (un-sharded) parameters and pushes them to its replica's server.
 
-Batching. veRL's agent loop sends one request per sample, concurrently, but spread over a few hundred ms (it
-prepares each sample in turn). After the first queued request the server keeps collecting until no new request
-has arrived for one collection window, the queue holds a full batch, or the maximum wait has passed; then it
+Batching. veRL's agent loop sends one request per sample, concurrently, but spread over up to a few hundred ms
+(it prepares each sample in turn). After the first queued request the server keeps collecting until the queue
+holds a full batch, the maximum wait has passed, or no new request has arrived for one collection window once
+the round (the requests since the last weight sync) has had as many requests as the previous round; then it
 decodes up to the maximum batch size of the queued requests, grouped by sampling settings. Requests arriving
-meanwhile queue for the next batch. Each request has its own random stream (seeded from the
-rollout seed, the replica, the training step and the prompt), so its tokens and log-probs are the same whether
-it is decoded alone or in a batch. Settings (environment variables, read when the server starts; Ray passes
-the driver's environment to its actors):
+meanwhile queue for the next batch. A request is answered as soon as its own sequence ends (the agent loop
+scores and stores it while the others decode), and finished rows leave the batch and its KV cache. Each request
+has its own random stream (seeded from the rollout seed, the replica, the training step and the prompt), so its
+tokens and log-probs are the same whether it is decoded alone or in a batch. At each weight sync the server
+prints one line about the round that ended (requests, batches, decode time, first request to last token).
+Settings (environment variables, read when the server starts; Ray passes the driver's environment to its
+actors):
 
 * ``VERL_RESRL_HF_BATCH_WINDOW_S`` — the collection window in seconds (default ``0.02``; ``0`` = just yield
   once to the event loop);
@@ -47,7 +51,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Generator, Optional
+from typing import Any, Callable, Generator, Optional
 
 import ray
 import torch
@@ -185,6 +189,18 @@ def request_seed(base_seed: int, replica_rank: int, global_steps, prompt_ids: li
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") & ((1 << 63) - 1)
 
 
+COMPACT_FRACTION = 0.25  # drop finished rows from the KV cache once a quarter of the live rows have finished
+
+
+def _drop_rows(past, keep: torch.Tensor):
+    """Keep only the ``keep`` rows of a transformers KV cache (``Cache.batch_select_indices``, in place)."""
+    select = getattr(past, "batch_select_indices", None)
+    if select is None:
+        return False
+    select(keep)
+    return True
+
+
 @torch.no_grad()
 def generate_batch(
     model: torch.nn.Module,
@@ -192,8 +208,14 @@ def generate_batch(
     eos_token_ids: set[int],
     pad_token_id: int,
     generator: torch.Generator,
+    on_finished: Optional[Callable[[_Request], None]] = None,
 ) -> None:
-    """Decode ``requests`` (same :class:`SamplingSettings`) together; fills ``token_ids`` / ``log_probs``."""
+    """Decode ``requests`` (same :class:`SamplingSettings`) together; fills ``token_ids`` / ``log_probs``.
+
+    ``on_finished(request)`` is called (from this thread) as soon as a request's sequence ends, so its caller
+    can go on while the others decode. Finished rows are dropped from the batch (and its KV cache) once they
+    are a quarter of the live rows: a row's logits do not depend on which rows share its batch.
+    """
     settings = requests[0].settings
     device = next(model.parameters()).device
     n = len(requests)
@@ -203,11 +225,12 @@ def generate_batch(
     for i, r in enumerate(requests):  # left padding: every row's next token is at the last column
         input_ids[i, max_prompt - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids, dtype=torch.long)
         attention_mask[i, max_prompt - len(r.prompt_ids) :] = 1
-    budget = torch.tensor([r.max_tokens for r in requests], device=device)
+    rows = list(requests)  # the request of each live batch row
     finished = torch.zeros(n, dtype=torch.bool, device=device)
     past = None
     step_ids = input_ids
-    for step in range(int(budget.max())):
+    greedy = settings.temperature <= 0
+    for _ in range(max(r.max_tokens for r in requests)):
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
         out = model(
             input_ids=step_ids,
@@ -218,7 +241,6 @@ def generate_batch(
         )
         past = out.past_key_values
         logits = out.logits[:, -1, :].float()
-        greedy = settings.temperature <= 0
         scaled = logits if greedy else logits / settings.temperature
         logprobs_all = torch.log_softmax(scaled, dim=-1)
         if greedy:
@@ -226,28 +248,71 @@ def generate_batch(
         else:
             probs = torch.softmax(filter_logits(scaled, settings.top_k, settings.top_p), dim=-1)
             # inverse-CDF sampling with one uniform draw per row from the row's own stream
-            uniform = torch.stack([torch.rand((), generator=r.generator or generator) for r in requests])
+            uniform = torch.stack([torch.rand((), generator=r.generator or generator) for r in rows])
             cdf = probs.cumsum(dim=-1)
             next_ids = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(-1).to(cdf.dtype), right=True)
             next_ids = next_ids.squeeze(-1).clamp(max=probs.shape[-1] - 1)
         next_logprobs = logprobs_all.gather(-1, next_ids[:, None]).squeeze(-1)
-        for i, r in enumerate(requests):
-            if finished[i]:
+        for i, (r, token, logprob, done) in enumerate(
+            zip(rows, next_ids.tolist(), next_logprobs.tolist(), finished.tolist())
+        ):
+            if done:
                 continue
-            token = int(next_ids[i])
             r.token_ids.append(token)
-            r.log_probs.append(float(next_logprobs[i]))
+            r.log_probs.append(logprob)
             if (token in eos_token_ids and not settings.ignore_eos) or len(r.token_ids) >= r.max_tokens:
                 finished[i] = True
-        if bool(finished.all()):
+                if on_finished is not None:
+                    on_finished(r)
+        n_finished = int(finished.sum())
+        if n_finished == len(rows):
             break
         step_ids = torch.where(finished, torch.full_like(next_ids, pad_token_id), next_ids)[:, None]
         attention_mask = torch.cat([attention_mask, (~finished).long()[:, None]], dim=-1)
+        if n_finished >= COMPACT_FRACTION * len(rows):
+            keep = (~finished).nonzero().squeeze(-1)
+            if _drop_rows(past, keep):
+                rows = [rows[i] for i in keep.tolist()]
+                step_ids, attention_mask, finished = step_ids[keep], attention_mask[keep], finished[keep]
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Server (Ray actor)
 # --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RoundTimes:
+    """What one rollout round (the requests between two weight syncs) cost the server; printed at each sync."""
+
+    requests: int = 0
+    batches: int = 0
+    decode_s: float = 0.0
+    first_arrival: Optional[float] = None
+    last_arrival: Optional[float] = None
+    last_decoded: Optional[float] = None
+
+    def arrived(self) -> None:
+        self.requests += 1
+        self.last_arrival = time.perf_counter()
+        if self.first_arrival is None:
+            self.first_arrival = self.last_arrival
+
+    def decoded(self, n: int, start: float) -> None:
+        self.batches += 1
+        self.last_decoded = time.perf_counter()
+        self.decode_s += self.last_decoded - start
+
+    def summary(self) -> str:
+        span = (self.last_decoded or self.first_arrival) - self.first_arrival
+        return (f"requests {self.requests} in {self.batches} batches, decode_s {self.decode_s:.3f}, "
+                f"first_request_to_last_token_s {span:.3f}, arrivals_span_s "
+                f"{self.last_arrival - self.first_arrival:.3f}")
+
+
+def _resolve(request: _Request) -> None:
+    if not request.future.done():
+        request.future.set_result(None)
 
 
 class HFRolloutServer:
@@ -289,6 +354,8 @@ class HFRolloutServer:
         self._loop_task: Optional[asyncio.Task] = None
         self._model_lock = threading.Lock()
         self.stats = {"requests": 0, "batches": 0, "weight_updates": 0, "rejected": 0, "failed": 0, "max_batch": 0}
+        self._round = RoundTimes()
+        self._expected_round = 0  # requests of the previous round (between two weight syncs)
         print(
             f"[verl_resrl hf] rollout server {replica_rank}: torch threads {torch.get_num_threads()} "
             f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}), batch window {self.batch_window_s}s, "
@@ -388,6 +455,7 @@ class HFRolloutServer:
             raise
         self._queue.append(request)
         self.stats["requests"] += 1
+        self._round.arrived()
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.create_task(self._serve())
         await request.future
@@ -420,20 +488,25 @@ class HFRolloutServer:
                 raise
 
     async def _collect(self) -> None:
-        """Wait until no new request arrived for one window, the queue holds a full batch, or the maximum
-        wait has passed since collecting began."""
+        """Wait until the queue holds a full batch, the maximum wait has passed since collecting began, or no
+        new request arrived for one window once this round has had as many requests as the previous round
+        (veRL sends a step's requests in one burst, which a busy agent loop can spread over a few hundred ms:
+        decoding the first arrivals alone would split the step into several batches)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        seen = -1
-        while len(self._queue) != seen and len(self._queue) < self.max_batch_size:
+        while len(self._queue) < self.max_batch_size:
             seen = len(self._queue)
             left = self.max_wait_s - (loop.time() - start)
             if left <= 0:
                 break
             await asyncio.sleep(min(self.batch_window_s, left))
+            if len(self._queue) == seen and self._round.requests >= self._expected_round:
+                break
 
     async def _run_batch(self, batch: list[_Request]) -> None:
         """Decode ``batch``; if it fails, decode its requests one by one so only a failing request errs."""
+        self.stats["batches"] += 1  # counted before decoding: callers may get their results before it ends
+        self.stats["max_batch"] = max(self.stats["max_batch"], len(batch))
         try:
             await asyncio.to_thread(self._generate_locked, batch)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting request(s) below
@@ -443,20 +516,26 @@ class HFRolloutServer:
                 if not batch[0].future.done():
                     batch[0].future.set_exception(exc)
                 return
-            logger.warning("hf rollout: a batch of %d failed (%r); retrying its requests one by one", len(batch), exc)
-            for r in batch:
+            unfinished = [r for r in batch if not r.future.done()]  # the others already got their result
+            logger.warning("hf rollout: a batch of %d failed (%r); retrying its %d unfinished requests one by one",
+                           len(batch), exc, len(unfinished))
+            for r in unfinished:
                 r.reset()
                 await self._run_batch([r])
             return
-        self.stats["batches"] += 1
-        self.stats["max_batch"] = max(self.stats["max_batch"], len(batch))
         for r in batch:
-            if not r.future.done():
-                r.future.set_result(None)
+            _resolve(r)
 
     def _generate_locked(self, batch: list[_Request]) -> None:
+        loop = batch[0].future.get_loop()
+
+        def on_finished(request: _Request) -> None:  # the caller goes on while the rest of the batch decodes
+            loop.call_soon_threadsafe(_resolve, request)
+
+        start = time.perf_counter()
         with self._model_lock:
-            generate_batch(self.model, batch, self.eos_token_ids, self.pad_token_id, self.generator)
+            generate_batch(self.model, batch, self.eos_token_ids, self.pad_token_id, self.generator, on_finished)
+        self._round.decoded(len(batch), start)
 
     # -- weights -------------------------------------------------------------------------------------------------
 
@@ -475,6 +554,10 @@ class HFRolloutServer:
                     own[name].copy_(tensor.to(own[name].dtype))
         self.stats["weight_updates"] += 1
         self._occurrences.clear()
+        if self._round.requests:
+            print(f"[verl_resrl hf] rollout server {self.replica_rank} round: {self._round.summary()}", flush=True)
+            self._expected_round = self._round.requests
+        self._round = RoundTimes()
         if global_steps is not None:
             self.global_steps = global_steps
         return len(state_dict)

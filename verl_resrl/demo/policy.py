@@ -37,15 +37,15 @@ MANIFEST_VERSION = 1
 class PolicyConfig:
     seed: int = 0
     vocab_size: int = 320
-    hidden_size: int = 64
-    intermediate_size: int = 256
+    hidden_size: int = 256  # well above ResRL's rank 64, as in real models (rank << hidden size)
+    intermediate_size: int = 512
     num_hidden_layers: int = 3
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
     max_position_embeddings: int = 256
     # warm-up
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float = 1e-3
     warmup_steps: int = 50
     weight_decay: float = 0.0
     max_steps: int = 2500

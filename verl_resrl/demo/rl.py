@@ -32,7 +32,7 @@ class RLSettings:
     steps: int = 40
     prompts_per_step: int = 16
     n: int = 8
-    lr: float = 1e-4
+    lr: float = 3e-4
     temperature: float = 1.0
     max_prompt_length: int = 48
     max_response_length: int = 64
