@@ -111,6 +111,42 @@ def table(summary: dict[str, dict], k: int, seeds: dict[str, int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+TRAINING_KEYS = {  # step metric -> column of the training table
+    "critic/score/mean": "train reward",
+    "actor/entropy": "entropy",
+    "response_length/mean": "response length",
+    "resrl/neg_weight_mean": "ResRL neg. weight mean",
+    "resrl/neg_weight_p50": "neg. weight p50",
+    "resrl/rank_mean": "subspace rank",
+    "resrl/residual_mean": "residual mean",
+    "resrl/coverage": "coverage",
+}
+
+
+def training_summary(records: list[dict], last: int = 10) -> dict[str, float]:
+    """Each training metric averaged over the last ``last`` steps of a run, then over the runs (seeds)."""
+    out = {}
+    for key in TRAINING_KEYS:
+        per_run = []
+        for record in records:
+            steps = sorted(record.get("steps", {}), key=int)[-last:]
+            values = [record["steps"][s][key] for s in steps if key in record["steps"][s]]
+            if values:
+                per_run.append(statistics.fmean(values))
+        if per_run:
+            out[key] = statistics.fmean(per_run)
+    return out
+
+
+def training_table(training: dict[str, dict[str, float]], last: int = 10) -> str:
+    keys = [k for k in TRAINING_KEYS if any(k in t for t in training.values())]
+    lines = [f"Training, mean of the last {last} steps (then over seeds):", "",
+             "| method | " + " | ".join(TRAINING_KEYS[k] for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    for name, values in training.items():
+        lines.append(f"| {name} | " + " | ".join(f"{values[k]:.3f}" if k in values else "-" for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(summary: dict[str, dict], k: int, path: Path) -> None:
     import matplotlib
 
@@ -176,6 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
             records.setdefault(method, []).append(run_one(method, seed, replace(base, seed=seed), args, policy_dir,
                                                           data, manifest["sha256"]["model.safetensors"]))
     summary = {name: aggregate(recs, args.k) for name, recs in records.items()}
+    training = {name: training_summary(recs) for name, recs in records.items() if name != START}
     seeds = {name: len(recs) if name != START else 0 for name, recs in records.items()}
     result = {
         "benchmark": "learning_cpu_demo",
@@ -187,15 +224,20 @@ def main(argv: list[str] | None = None) -> dict:
                    "warmup_steps": manifest["warmup_steps"], "parameters": manifest["parameters"]},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "wall_seconds": round(time.time() - wall, 1),
+        # train + evaluation time of every run, also when finished runs were reused by this invocation
+        "runs_seconds": round(sum(r["train_seconds"] + r["eval_seconds"] for name, recs in records.items()
+                                  if name != START for r in recs), 1),
+        "training": training,
         "summary": summary,
         "runs": {name: recs for name, recs in records.items() if name != START},
         "start_metrics": start_metrics,
     }
     (args.out_dir / "learning.json").write_text(json.dumps(result, indent=1))
-    md = table(summary, args.k, seeds)
+    md = table(summary, args.k, seeds) + "\n" + training_table(training)
     (args.out_dir / "learning.md").write_text(md)
     plot(summary, args.k, args.out_dir / "pass_at_k.png")
-    print(md + f"\nwall {result['wall_seconds']:.0f} s; results in {args.out_dir}", flush=True)
+    print(md + f"\nwall {result['wall_seconds']:.0f} s (runs: {result['runs_seconds']:.0f} s of training and "
+          f"evaluation); results in {args.out_dir}", flush=True)
     return result
 
 

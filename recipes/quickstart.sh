@@ -3,11 +3,11 @@
 # policy (a 1.9 M-parameter Qwen2 (hidden size 256) warmed up on multi-term arithmetic with a short chain of thought), trains it
 # with ResRL through veRL's real main_ppo on CPU, and prints pass@k on held-out problems before and after.
 #
-#   bash recipes/quickstart.sh                  # 40 ResRL steps
+#   bash recipes/quickstart.sh                  # 30 ResRL steps
 #   STEPS=10 bash recipes/quickstart.sh         # shorter
 #   ESTIMATOR=grpo bash recipes/quickstart.sh   # another estimator: grpo | nsr | w_reinforce | resrl
 #
-# Variables: STEPS (default 40), ESTIMATOR (resrl), OUT_DIR (outputs/quickstart), VERBOSE=1 (veRL's whole
+# Variables: STEPS (default 30), ESTIMATOR (resrl), OUT_DIR (outputs/quickstart), VERBOSE=1 (veRL's whole
 # output instead of one line per step), TORCH_SPEC / PYTHON (see recipes/_venv.sh). Extra arguments go to
 # python -m verl_resrl.demo.quickstart (see --help).
 set -euo pipefail

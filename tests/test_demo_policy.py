@@ -141,3 +141,24 @@ def test_learning_benchmark_report(tmp_path):
     pytest.importorskip("matplotlib")
     bench.plot({"start": agg, "resrl": agg}, 2, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 0
+    # training table: each metric over the last steps of each run, then over runs; ResRL-only columns stay "-"
+    steps = {str(s): {"critic/score/mean": s / 10, "resrl/coverage": 1.0} for s in range(1, 13)}
+    training = bench.training_summary([{"steps": steps}, {"steps": {"1": {"critic/score/mean": 0.2}}}], last=10)
+    assert training["critic/score/mean"] == pytest.approx((sum(range(3, 13)) / 100 + 0.2) / 2)
+    assert training["resrl/coverage"] == 1.0
+    md = bench.training_table({"grpo": {"critic/score/mean": 0.5}, "resrl": training})
+    assert "| grpo | 0.500 | - |" in md and "| resrl | 0.475 | 1.000 |" in md
+
+
+def test_resrl_weights_diagnostics_shared_prefix():
+    """benchmarks/resrl_weights_diagnostics.py: a wrong response's shared prefix with a correct one of its group."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "resrl_weights_diagnostics.py"
+    spec = importlib.util.spec_from_file_location("weights_diag", path)
+    diag = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diag)
+    samples = [([0], [5, 6, 7, 2], 1.0), ([0], [5, 6, 9, 2], 0.0), ([0], [8, 2], 0.0),  # group 0
+               ([0], [5, 6, 7, 2], 0.0), ([0], [5, 6, 7, 2], 0.0)]  # group 1: no correct response
+    assert diag.shared_prefix_lengths(samples, [0, 0, 0, 1, 1]) == [0, 2, 0, 0, 0]

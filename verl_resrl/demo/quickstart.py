@@ -1,7 +1,7 @@
 """The quickstart demo: build (or reuse) the starting policy, train it with ResRL through veRL's real
 ``main_ppo`` on CPU, and compare pass@k on the held-out problems before and after.
 
-    python -m verl_resrl.demo.quickstart [--out-dir outputs/quickstart] [--steps 40] [--estimator resrl]
+    python -m verl_resrl.demo.quickstart [--out-dir outputs/quickstart] [--steps 30] [--estimator resrl]
 
 Writes ``OUT/policy`` (starting policy + manifest), ``OUT/data`` (parquet), ``OUT/run_<estimator>/train.log``
 (the whole veRL output) and its checkpoints, ``OUT/before.json`` / ``OUT/after_<estimator>.json`` and
@@ -25,7 +25,7 @@ from verl_resrl.demo.rl import ESTIMATORS, RLSettings, demo_overrides, hf_checkp
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=Path(os.environ.get("OUT_DIR", "outputs/quickstart")))
-    parser.add_argument("--steps", type=int, default=int(os.environ.get("STEPS", "40")))
+    parser.add_argument("--steps", type=int, default=int(os.environ.get("STEPS", "30")))
     parser.add_argument("--estimator", choices=ESTIMATORS, default=os.environ.get("ESTIMATOR", "resrl"))
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--n-test", type=int, default=128)
