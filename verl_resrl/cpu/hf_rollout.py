@@ -192,7 +192,7 @@ def request_seed(base_seed: int, replica_rank: int, global_steps, prompt_ids: li
 COMPACT_FRACTION = 0.25  # drop finished rows from the KV cache once a quarter of the live rows have finished
 
 
-def _drop_rows(past, keep: torch.Tensor):
+def _drop_rows(past, keep: torch.Tensor) -> bool:
     """Keep only the ``keep`` rows of a transformers KV cache (``Cache.batch_select_indices``, in place)."""
     select = getattr(past, "batch_select_indices", None)
     if select is None:
@@ -298,7 +298,7 @@ class RoundTimes:
         if self.first_arrival is None:
             self.first_arrival = self.last_arrival
 
-    def decoded(self, n: int, start: float) -> None:
+    def decoded(self, start: float) -> None:
         self.batches += 1
         self.last_decoded = time.perf_counter()
         self.decode_s += self.last_decoded - start
@@ -535,7 +535,7 @@ class HFRolloutServer:
         start = time.perf_counter()
         with self._model_lock:
             generate_batch(self.model, batch, self.eos_token_ids, self.pad_token_id, self.generator, on_finished)
-        self._round.decoded(len(batch), start)
+        self._round.decoded(start)
 
     # -- weights -------------------------------------------------------------------------------------------------
 
