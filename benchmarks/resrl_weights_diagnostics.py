@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from verl_resrl import ResRLConfig, compute_residuals, grpo_outcome_advantage, resrl_advantages
+from verl_resrl import (ResRLConfig, compute_residuals, grpo_outcome_advantage, negative_token_weights,
+                        resrl_advantages)
 from verl_resrl.demo import task as demo_task
 from verl_resrl.demo.evaluate_policy import prompt_ids
 from verl_resrl.demo.policy import N_TRAIN_PROBLEMS
@@ -113,7 +114,8 @@ def main(argv=None) -> dict:
     advantages, _ = resrl_advantages(rewards, mask, group_of, residuals.residual, residuals.has_residual, config,
                                      is_positive=positive)
     grpo = grpo_outcome_advantage(rewards, mask, group_of).unsqueeze(1) * mask
-    weights = torch.where(grpo != 0, advantages / grpo.where(grpo != 0, torch.ones_like(grpo)), torch.ones_like(grpo))
+    weights = negative_token_weights(residuals.residual, residuals.has_residual & ~positive.unsqueeze(1), mask,
+                                     group_of, config)
 
     prefix = shared_prefix_lengths(samples, group_of)
     kinds = {"shared_prefix": [], "divergent": []}
