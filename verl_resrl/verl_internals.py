@@ -21,6 +21,7 @@ class VerlInternal:
     attr: str  # dotted path inside the module, e.g. "FSDPEngine.forward_step"
     why: str
     params: tuple[str, ...] = field(default=())  # parameter names that must exist (in order) when callable
+    uses: tuple[str, ...] = field(default=())  # code the package relies on, verbatim in the module's source
 
     def resolve(self):
         obj = importlib.import_module(self.module)
@@ -43,13 +44,18 @@ class VerlInternal:
             assert not missing, f"{self.module}.{self.attr}: parameters {missing} not in {names}"
             order = [names.index(p) for p in self.params]
             assert order == sorted(order), f"{self.module}.{self.attr}: parameter order changed: {names}"
+        if self.uses:
+            source = inspect.getsource(importlib.import_module(self.module))
+            missing = [code for code in self.uses if code not in source]
+            assert not missing, f"{self.module}: no longer contains {missing}"
 
 
 INTERNALS: dict[str, VerlInternal] = {}
 
 
-def declare(name: str, module: str, attr: str, why: str, params: tuple[str, ...] = ()) -> VerlInternal:
-    internal = VerlInternal(module, attr, why, params)
+def declare(name: str, module: str, attr: str, why: str, params: tuple[str, ...] = (),
+            uses: tuple[str, ...] = ()) -> VerlInternal:
+    internal = VerlInternal(module, attr, why, params, uses)
     INTERNALS[name] = internal
     return internal
 
@@ -79,6 +85,16 @@ declare("cpu.ReplayBuffer.__init__", "verl.trainer.ppo.v1.replay_buffer", "Repla
         "per step; wrapped to use $VERL_RESRL_POLL_INTERVAL (default 0.05 s on cpu) - cpu/patches.py",
         ("self", "trainer_mode", "trainer_config", "max_off_policy_threshold", "max_off_policy_strategy",
          "sampler_kwargs", "poll_interval"))
+declare("cpu.agent_loop_tq.tq", "verl.trainer.ppo.v1.agent_loop_tq", "tq",
+        "the V1 agent-loop worker writes each sample and each prompt status with its own TransferQueue put; the "
+        "module's tq name is replaced by a proxy that merges concurrent writes into batch puts - "
+        "cpu/coalesced_puts.py",
+        uses=("tq.async_kv_put(key=uid, partition_id=partition_id, tag={", "await tq.async_kv_batch_put(",
+              "fields=list_of_dict_to_tensordict(fields),"))
+declare("cpu.agent_loop_tq.list_of_dict_to_tensordict", "verl.trainer.ppo.v1.agent_loop_tq",
+        "list_of_dict_to_tensordict",
+        "builds each sample's TensorDict for its put; replaced in that module so the rows of merged writes are "
+        "built once, together - cpu/coalesced_puts.py", ("list_of_dicts",))
 declare("cpu._ROLLOUT_REGISTRY", "verl.workers.rollout.base", "_ROLLOUT_REGISTRY",
         "worker-side rollout classes by (name, mode): ('hf', 'async') -> HFServerAdapter - cpu/hf_rollout.py")
 declare("cpu.BaseRollout", "verl.workers.rollout.base", "BaseRollout",

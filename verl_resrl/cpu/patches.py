@@ -12,6 +12,7 @@ import os
 
 from verl_resrl import verl_internals
 from verl_resrl._import_hook import when_imported
+from verl_resrl.cpu.coalesced_puts import CoalescingTransferQueue, coalescing_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,24 @@ def _patch_replay_buffer(module) -> None:
     cls.__init__ = __init__
 
 
+def _patch_agent_loop_tq(module) -> None:
+    """Group-commit the V1 agent-loop worker's TransferQueue writes (:mod:`.coalesced_puts`): the module's ``tq``
+    becomes a :class:`CoalescingTransferQueue` and its ``list_of_dict_to_tensordict`` defers building rows."""
+    if not coalescing_enabled():
+        return
+    tq_name = verl_internals.INTERNALS["cpu.agent_loop_tq.tq"].attr
+    rows_name = verl_internals.INTERNALS["cpu.agent_loop_tq.list_of_dict_to_tensordict"].attr
+    current = getattr(module, tq_name)
+    if isinstance(current, CoalescingTransferQueue):
+        return
+    proxy = CoalescingTransferQueue(current, getattr(module, rows_name))
+    setattr(module, tq_name, proxy)
+    setattr(module, rows_name, proxy.deferred_rows)
+
+
 def register() -> None:
     patch_process_group_backend()
     when_imported(verl_internals.INTERNALS["cpu.fsdp_engine_CPUOffloadPolicy"].module, _patch_fsdp_engine)
     when_imported(verl_internals.INTERNALS["cpu.ReplayBuffer.__init__"].module, _patch_replay_buffer)
+    coalescing_enabled()  # a bad $VERL_RESRL_COALESCE_PUTS fails here, in the driver, before workers start
+    when_imported(verl_internals.INTERNALS["cpu.agent_loop_tq.tq"].module, _patch_agent_loop_tq)
