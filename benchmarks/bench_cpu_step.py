@@ -6,7 +6,9 @@ Default configuration (issue 7): the ~1 M-parameter Qwen2 of :mod:`verl_resrl.cp
 one trainer rank. Each variant is one ``main_ppo`` run of ``--steps`` steps:
 
 * ``batched`` — the hf rollout server's defaults (collection window, batch limit ``rollout.max_num_seqs``);
-* ``unbatched`` — ``VERL_RESRL_HF_MAX_BATCH=1``: one request at a time.
+* ``unbatched`` — ``VERL_RESRL_HF_MAX_BATCH=1``: one request at a time;
+* ``batched_separate_puts`` — batched, but the V1 agent loop's TransferQueue writes are not merged
+  (``VERL_RESRL_COALESCE_PUTS=0``, see :mod:`verl_resrl.cpu.coalesced_puts`).
 
 Per variant: time to the end of step 1 (Ray start, worker start-up, warm-up step), and medians over steps 2..N
 of ``timing_s/step``, ``timing_s/gen`` and the other ``timing_s/*`` phases; of the rollout server's own time per
@@ -14,7 +16,7 @@ round (``server_decode``: time spent decoding; ``server_busy_span``: first reque
 rest of ``gen`` is veRL's agent loop, reward and transfer work outside the server); plus the torch thread counts
 the rollout server and the trainer report. Prints a table and writes JSON (default ``benchmarks/results/cpu_step.json``).
 
-    python benchmarks/bench_cpu_step.py [--steps 5] [--variants batched unbatched] [--rollout-threads N]
+    python benchmarks/bench_cpu_step.py [--steps 5] [--variants batched batched_separate_puts unbatched] [--rollout-threads N]
         [--model-size 1m] [--prompts 16] [--n 8] [--response-length 32] [--log-dir DIR] [--out PATH]
 """
 
@@ -29,12 +31,13 @@ import statistics
 import tempfile
 import time
 
+from verl_resrl.cpu.coalesced_puts import COALESCE_ENV
 from verl_resrl.cpu.hf_rollout import BATCH_WINDOW_ENV, MAX_BATCH_ENV, THREADS_ENV
 from verl_resrl.cpu.launch import tiny_grpo_overrides
 from verl_resrl.cpu.runs import run_cpu_main_ppo
 from verl_resrl.cpu.tiny_assets import MODEL_SIZES, build_tiny_assets
 
-VARIANTS = {"batched": {}, "unbatched": {MAX_BATCH_ENV: "1"}}
+VARIANTS = {"batched": {}, "unbatched": {MAX_BATCH_ENV: "1"}, "batched_separate_puts": {COALESCE_ENV: "0"}}
 PHASES = ("step", "gen", "old_log_prob", "ref", "adv", "update_actor", "update_weights")
 _THREADS_LINE = re.compile(r"\[verl_resrl hf\] (rollout server \d+|trainer rank \d+): torch threads (\d+)")
 # printed by the rollout server at each weight sync about the previous round (= the previous step's generation)
@@ -104,7 +107,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--n", type=int, default=8, help="responses per prompt (rollout.n)")
     parser.add_argument("--response-length", type=int, default=32)
-    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["batched", "unbatched"])
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["batched", "batched_separate_puts", "unbatched"])
     parser.add_argument("--rollout-threads", type=int, help=f"sets {THREADS_ENV} (default: the server's default)")
     parser.add_argument("--batch-window", type=float, help=f"sets {BATCH_WINDOW_ENV}")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per main_ppo run")

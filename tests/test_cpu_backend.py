@@ -14,6 +14,7 @@ import torch
 
 from verl_resrl.cpu import launch
 from verl_resrl.cpu.checks import CPUConfigError
+from verl_resrl.cpu.coalesced_puts import COALESCE_ENV
 from verl_resrl.cpu.patches import POLL_INTERVAL_ENV, _collapse_backend, poll_interval
 from verl_resrl.cpu.runs import parse_step_metrics
 
@@ -26,6 +27,7 @@ from verl.workers.rollout.replica import RolloutReplicaRegistry
 import verl.utils.distributed as dist
 import verl.utils.config as vc
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+import verl.trainer.ppo.v1.agent_loop_tq as agent_loop_tq
 out = {
     "cpu_registered": getattr(sys.modules.get("verl_resrl.cpu"), "_registered", False),
     "cpu_platform": PlatformRegistry.get("cpu") is not None,
@@ -34,6 +36,7 @@ out = {
     "dist_wrapped": getattr(dist.initialize_global_process_group_ray, "_verl_resrl_cpu", False),
     "validate_wrapped": getattr(vc.validate_config, "_verl_resrl_cpu", False),
     "replay_wrapped": getattr(ReplayBuffer.__init__, "_verl_resrl_cpu", False),
+    "tq_coalesced": type(agent_loop_tq.tq).__name__ == "CoalescingTransferQueue",
 }
 if out["cpu_platform"] and PlatformRegistry.get("cpu") is not None and "--active" in sys.argv:
     from verl.plugin.platform import get_platform
@@ -67,13 +70,14 @@ def test_inert_without_verl_platform_cpu():
         "dist_wrapped": False,
         "validate_wrapped": False,
         "replay_wrapped": False,
+        "tq_coalesced": False,
     }
 
 
 def test_active_with_verl_platform_cpu():
     out = _probe({"VERL_PLATFORM": "cpu"}, "--active")
     assert out["cpu_registered"] and out["cpu_platform"] and out["hf_adapter"] and out["hf_replica"]
-    assert out["dist_wrapped"] and out["validate_wrapped"] and out["replay_wrapped"]
+    assert out["dist_wrapped"] and out["validate_wrapped"] and out["replay_wrapped"] and out["tq_coalesced"]
     assert out["device"] == "cpu" and out["backend"] == "gloo" and out["resource"] == "GPU"
     assert out["device_id"] == "cpu" and out["accel"] is False
     assert out["engine"] == "FSDPEngineWithLMHead"
@@ -95,6 +99,10 @@ def test_poll_interval_env(monkeypatch):
     monkeypatch.setenv(POLL_INTERVAL_ENV, "soon")
     with pytest.raises(ValueError, match=POLL_INTERVAL_ENV):
         poll_interval()
+
+
+def test_coalesced_puts_can_be_turned_off():
+    assert _probe({"VERL_PLATFORM": "cpu", COALESCE_ENV: "0"})["tq_coalesced"] is False
 
 
 # --- launcher and bad-input checks ---------------------------------------------------------------------------
