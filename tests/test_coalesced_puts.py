@@ -180,6 +180,23 @@ def test_a_failed_batch_put_fails_every_write_in_it_and_later_writes_still_go_ou
     assert later == ("meta", ("w_0_0",))
 
 
+def test_cancelled_flushing_leaves_no_write_waiting():
+    fake = FakeTransferQueue(delay=10)
+    proxy = CoalescingTransferQueue(fake, rows_builder)
+
+    async def main():
+        first = asyncio.ensure_future(data_write(proxy, "a_0_0", sample(0)))
+        await asyncio.sleep(0)
+        queued = asyncio.ensure_future(status_write(proxy, "a"))
+        await asyncio.sleep(0.01)
+        proxy._flusher.cancel()
+        return await asyncio.wait_for(asyncio.gather(first, queued, return_exceptions=True), timeout=1)
+
+    outcomes = run(main())
+    assert all(isinstance(o, (asyncio.CancelledError, RuntimeError)) for o in outcomes), outcomes
+    assert "abandoned" in str(outcomes[1])
+
+
 def test_other_writes_pass_through_unchanged():
     fake = FakeTransferQueue()
     proxy = CoalescingTransferQueue(fake, rows_builder)

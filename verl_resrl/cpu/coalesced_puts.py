@@ -138,10 +138,21 @@ class CoalescingTransferQueue:
         return await write.future
 
     async def _flush_pending(self) -> None:
-        while self._pending:
-            writes, self._pending = self._pending, []
-            for batch in _batches(writes):
-                await self._send(batch.writes)
+        batches: list[_Batch] = []
+        try:
+            while self._pending:
+                writes, self._pending = self._pending, []
+                batches = _batches(writes)
+                while batches:
+                    await self._send(batches[0].writes)
+                    batches.pop(0)
+        except BaseException as exc:  # cancelled: nobody may be left waiting for a write that will not be sent
+            for write in [w for b in batches for w in b.writes] + self._pending:
+                if not write.future.done():
+                    write.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(
+                        f"TransferQueue write abandoned: {exc!r}"))
+            self._pending = []
+            raise
 
     async def _send(self, writes: list[_Write]) -> None:
         first = writes[0]
@@ -155,12 +166,10 @@ class CoalescingTransferQueue:
             meta = await self._tq.async_kv_batch_put(
                 keys=keys, partition_id=first.partition_id, fields=fields, tags=tags
             )
-        except BaseException as exc:  # noqa: BLE001  (handed to every caller of the batch)
+        except Exception as exc:  # noqa: BLE001  (each caller gets what its own write would have raised)
             for w in writes:
                 if not w.future.done():
                     w.future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
             return
         for w in writes:
             if not w.future.done():
