@@ -54,16 +54,19 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def behind_one_in_flight(first, *rest):
+    """Issue ``first``; once it is being sent, issue ``rest`` (they queue up behind it)."""
+    head = asyncio.ensure_future(first)
+    await asyncio.sleep(0)
+    return await asyncio.gather(head, *rest)
+
+
 def test_writes_issued_while_one_is_in_flight_go_out_as_one_batch_put():
     fake = FakeTransferQueue()
     proxy = CoalescingTransferQueue(fake, rows_builder)
 
-    async def main():
-        first = asyncio.ensure_future(data_write(proxy, "u_0_0", sample(0)))
-        await asyncio.sleep(0)  # in flight: the rest queue up behind it
-        return await asyncio.gather(first, *[data_write(proxy, f"u_{i}_0", sample(i)) for i in range(1, 5)])
-
-    results = run(main())
+    results = run(behind_one_in_flight(data_write(proxy, "u_0_0", sample(0)),
+                                       *[data_write(proxy, f"u_{i}_0", sample(i)) for i in range(1, 5)]))
     assert [c["keys"] for c in fake.batch_calls] == [["u_0_0"], ["u_1_0", "u_2_0", "u_3_0", "u_4_0"]]
     assert fake.batch_calls[1]["fields"] == ("td", [[0, 1], [0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3, 4]])
     assert fake.batch_calls[1]["tags"] == [{"status": "success"}] * 4
@@ -102,20 +105,15 @@ def test_status_writes_partitions_and_row_kinds_are_never_mixed():
     fake = FakeTransferQueue()
     proxy = CoalescingTransferQueue(fake, rows_builder)
 
-    async def main():
-        first = asyncio.ensure_future(data_write(proxy, "a_0_0", sample(0)))
-        await asyncio.sleep(0)  # in flight: the rest queue up behind it
-        await asyncio.gather(
-            first,
-            status_write(proxy, "a"),
-            data_write(proxy, "b_0_0", sample(1)),
-            status_write(proxy, "c"),
-            data_write(proxy, "v_0_0", sample(2), partition="val"),
-            data_write(proxy, "d_0_0", sample(3, dtype=torch.int32)),
-            data_write(proxy, "e_0_0", sample(4)),
-        )
-
-    run(main())
+    run(behind_one_in_flight(
+        data_write(proxy, "a_0_0", sample(0)),
+        status_write(proxy, "a"),
+        data_write(proxy, "b_0_0", sample(1)),
+        status_write(proxy, "c"),
+        data_write(proxy, "v_0_0", sample(2), partition="val"),
+        data_write(proxy, "d_0_0", sample(3, dtype=torch.int32)),
+        data_write(proxy, "e_0_0", sample(4)),
+    ))
     sent = [(c["partition_id"], c["keys"], c["fields"] is None) for c in fake.batch_calls]
     assert sent == [
         ("train", ["a_0_0"], False),
@@ -130,13 +128,8 @@ def test_the_same_key_twice_goes_to_a_later_batch_put():
     fake = FakeTransferQueue()
     proxy = CoalescingTransferQueue(fake, rows_builder)
 
-    async def main():
-        first = asyncio.ensure_future(status_write(proxy, "x"))
-        await asyncio.sleep(0)
-        await asyncio.gather(first, status_write(proxy, "a"), status_write(proxy, "a", "finished"),
-                             status_write(proxy, "b"))
-
-    run(main())
+    run(behind_one_in_flight(status_write(proxy, "x"), status_write(proxy, "a"),
+                             status_write(proxy, "a", "finished"), status_write(proxy, "b")))
     assert [(c["keys"], c["tags"]) for c in fake.batch_calls] == [
         (["x"], [{"status": "running"}]),
         (["a", "b"], [{"status": "running"}, {"status": "running"}]),
@@ -150,17 +143,12 @@ def test_a_write_whose_own_rows_differ_in_kind_is_sent_alone():
     mixed = [sample(0), {**sample(1), "score": torch.tensor(1.0)}]
     assert row_signature(mixed[0]) != row_signature(mixed[1])
 
-    async def main():
-        first = asyncio.ensure_future(data_write(proxy, "a_0_0", sample(0)))
-        await asyncio.sleep(0)
-        await asyncio.gather(
-            first,
-            proxy.async_kv_batch_put(keys=["m_0_0", "m_0_1"], partition_id="train",
-                                     fields=proxy.deferred_rows(mixed), tags=[{}, {}]),
-            data_write(proxy, "b_0_0", sample(2)),
-        )
-
-    run(main())
+    run(behind_one_in_flight(
+        data_write(proxy, "a_0_0", sample(0)),
+        proxy.async_kv_batch_put(keys=["m_0_0", "m_0_1"], partition_id="train", fields=proxy.deferred_rows(mixed),
+                                 tags=[{}, {}]),
+        data_write(proxy, "b_0_0", sample(2)),
+    ))
     assert [c["keys"] for c in fake.batch_calls] == [["a_0_0"], ["m_0_0", "m_0_1"], ["b_0_0"]]
 
 
