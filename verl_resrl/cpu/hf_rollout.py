@@ -32,10 +32,11 @@ actors):
 * ``VERL_RESRL_HF_MAX_BATCH`` — the maximum number of sequences decoded together (default: the rollout's
   ``actor_rollout_ref.rollout.max_num_seqs``, veRL's default 1024; ``1`` = one request at a time, unbatched);
 * ``VERL_RESRL_HF_THREADS`` — torch intra-op threads of the rollout server (default 1, as Ray gives its
-  actors). On 2 cores with the 1 M model, 16 x 8 x 32 tokens, a second thread decodes the batch faster in
-  isolation (0.48 s vs 0.72 s) but not inside ``main_ppo``, where the other core is taken by the agent-loop,
-  reward and TransferQueue processes (``benchmarks/bench_cpu_step.py --repeats 2``: generation 1.97 s/step
-  with 2 threads vs 1.82 s with 1, server decode 0.73 s vs 0.66 s).
+  actors). On 2 cores with the 1 M model and one step's 128 x 32 tokens, a second thread decodes faster in
+  isolation (``benchmarks/bench_hf_decode.py``: 0.56 s vs 0.73 s) but not inside ``main_ppo``, where the other
+  core is taken by the agent-loop, reward and TransferQueue processes (``benchmarks/bench_cpu_step.py
+  --variants batched --repeats 2 --rollout-threads {2,1}``: generation 1.97 vs 1.82 s per step, server decode
+  0.73 vs 0.66 s).
 
 Bad input (an empty prompt, token ids outside the vocabulary, a prompt that leaves no room in the context,
 ``max_tokens`` <= 0, ``n`` other than 1 — the agent loop sends ``rollout.n`` separate requests — or above the
