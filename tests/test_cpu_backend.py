@@ -101,6 +101,27 @@ def test_poll_interval_env(monkeypatch):
         poll_interval()
 
 
+def test_writes_are_not_merged_when_the_rows_builder_has_other_callers(tmp_path, monkeypatch, caplog):
+    import importlib
+
+    import transfer_queue
+
+    from verl_resrl.cpu.patches import _patch_agent_loop_tq
+
+    (tmp_path / "agent_loop_like.py").write_text(
+        "import transfer_queue as tq\n"
+        "from verl.utils.tensordict_utils import list_of_dict_to_tensordict\n"
+        "def put(rows):\n    return tq.async_kv_batch_put(keys=[], partition_id='t', "
+        "fields=list_of_dict_to_tensordict(rows), tags=[])\n"
+        "def elsewhere(rows):\n    return list_of_dict_to_tensordict(rows)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("agent_loop_like")
+    _patch_agent_loop_tq(module)
+    assert module.tq is transfer_queue
+    assert "not merged" in caplog.text
+
+
 def test_coalesced_puts_can_be_turned_off():
     assert _probe({"VERL_PLATFORM": "cpu", COALESCE_ENV: "0"})["tq_coalesced"] is False
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import logging
 import os
 
@@ -113,6 +114,11 @@ def _patch_agent_loop_tq(module) -> None:
     rows_name = verl_internals.INTERNALS["cpu.agent_loop_tq.list_of_dict_to_tensordict"].attr
     current = getattr(module, tq_name)
     if isinstance(current, CoalescingTransferQueue):
+        return
+    calls = inspect.getsource(module).count(f"{rows_name}(")
+    if calls != 1:  # its result must only ever reach tq.async_kv_batch_put
+        logger.warning("%s calls %s %d times (expected 1): TransferQueue writes are not merged",
+                       module.__name__, rows_name, calls)
         return
     proxy = CoalescingTransferQueue(current, getattr(module, rows_name))
     setattr(module, tq_name, proxy)
