@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from verl_resrl import ResRLConfig
-from verl_resrl.capture import HiddenStateCapture
-from verl_resrl.streaming import StreamingGroupResiduals
+from verl_resrl.core.capture import HiddenStateCapture
+from verl_resrl.core.streaming import StreamingGroupResiduals
 
 
 def build_model(device, shape):

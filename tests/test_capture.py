@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from tiny_models import tiny_qwen2
-from verl_resrl.capture import HiddenStateCapture, LayerNotFoundError, resolve_hidden_module
+from verl_resrl.core.capture import HiddenStateCapture, LayerNotFoundError, resolve_hidden_module
 
 
 @pytest.mark.parametrize("hidden_layer", [-1, -2, -3, 0, 1, 2])

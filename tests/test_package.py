@@ -6,8 +6,8 @@ import sys
 
 import verl_resrl.plugin as plugin
 
-CORE = ["verl_resrl", "verl_resrl.config", "verl_resrl.groups", "verl_resrl.subspace", "verl_resrl.residual",
-        "verl_resrl.weights", "verl_resrl.advantage"]
+CORE = ["verl_resrl", *(f"verl_resrl.core.{m}" for m in ("config", "groups", "subspace", "residual", "weights",
+        "advantage", "streaming", "partition", "capture"))]
 
 
 def _imported_after(code: str, env=None) -> dict:

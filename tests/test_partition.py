@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from verl_resrl.partition import group_balanced_partition
+from verl_resrl.core.partition import group_balanced_partition
 
 
 def test_whole_groups_equal_sizes_and_balance():

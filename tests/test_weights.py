@@ -4,7 +4,7 @@ import torch
 from resrl_reference import reference_weights
 from synthetic import make_batch
 from verl_resrl import ResRLConfig, compute_residuals, negative_token_weights
-from verl_resrl.groups import group_quantiles
+from verl_resrl.core.groups import group_quantiles
 
 
 def test_group_quantiles_match_torch_quantile():

@@ -13,9 +13,9 @@ import torch
 
 from tiny_models import tiny_qwen2
 from verl_resrl import ResRLConfig, compute_residuals
-from verl_resrl.capture import HiddenStateCapture
-from verl_resrl.partition import group_balanced_partition
-from verl_resrl.streaming import StreamingGroupResiduals
+from verl_resrl.core.capture import HiddenStateCapture
+from verl_resrl.core.partition import group_balanced_partition
+from verl_resrl.core.streaming import StreamingGroupResiduals
 
 
 def _engine(use_ulysses_sp=False):

@@ -5,10 +5,10 @@ veRL: the math lives in verl-free modules; veRL integration is loaded by veRL it
 ``verl.plugins`` entry point (:mod:`verl_resrl.plugin`).
 """
 
-from verl_resrl.advantage import grpo_outcome_advantage, positive_responses, resrl_advantages
-from verl_resrl.config import ResRLConfig
-from verl_resrl.residual import ResidualStats, Residuals, compute_residuals
-from verl_resrl.weights import negative_token_weights
+from verl_resrl.core.advantage import grpo_outcome_advantage, positive_responses, resrl_advantages
+from verl_resrl.core.config import ResRLConfig
+from verl_resrl.core.residual import ResidualStats, Residuals, compute_residuals
+from verl_resrl.core.weights import negative_token_weights
 
 __version__ = "0.1.0"
 

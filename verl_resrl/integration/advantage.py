@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from verl_resrl import verl_internals
-from verl_resrl.advantage import resrl_advantages
+from verl_resrl.core.advantage import resrl_advantages
 from verl_resrl.integration.metrics import resrl_metrics
 from verl_resrl.integration.patching import add_to_registry, when_imported, wrap
 from verl_resrl.integration.settings import ESTIMATOR, resrl_config

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from verl_resrl.config import ResRLConfig
-from verl_resrl.residual import GROUP_STATUSES
-from verl_resrl.weights import negative_token_weights
+from verl_resrl.core.config import ResRLConfig
+from verl_resrl.core.residual import GROUP_STATUSES
+from verl_resrl.core.weights import negative_token_weights
 
 STATUS = {name: code for code, name in enumerate(GROUP_STATUSES)}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from verl_resrl.config import ResRLConfig
+from verl_resrl.core.config import ResRLConfig
 
 ESTIMATOR = "resrl"
 SUPPORTED_VERL = ((0, 9, 1), (0, 10, 0))  # [low, high)

@@ -16,12 +16,12 @@ import logging
 import torch
 
 from verl_resrl import verl_internals
-from verl_resrl.advantage import positive_responses
-from verl_resrl.groups import group_index
+from verl_resrl.core.advantage import positive_responses
+from verl_resrl.core.groups import group_index
 from verl_resrl.integration.advantage import FIELDS, TOKEN_FIELDS, pending_inputs
 from verl_resrl.integration.patching import when_imported, wrap
 from verl_resrl.integration.settings import resrl_config, uses_resrl
-from verl_resrl.partition import group_balanced_partition
+from verl_resrl.core.partition import group_balanced_partition
 
 logger = logging.getLogger(__name__)
 

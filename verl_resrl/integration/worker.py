@@ -5,7 +5,7 @@ old-log-prob request does; the reference model's and the update's passes never d
 on the configured layer of the actor's model for the duration of the pass. ``prepare_model_outputs`` of the
 FSDP engine is wrapped to turn each micro-batch's captured states into per-sample response states, exactly
 as veRL turns logits into log-probs (remove-padding packing, Ulysses gather, dynamic batch order), and to
-hand them to :class:`~verl_resrl.streaming.StreamingGroupResiduals`, which computes each group as soon as
+hand them to :class:`~verl_resrl.core.streaming.StreamingGroupResiduals`, which computes each group as soon as
 it is complete. The residuals are returned with the log-probs as nested per-sample tensors.
 """
 
@@ -18,11 +18,11 @@ import time
 import torch
 
 from verl_resrl import verl_internals
-from verl_resrl.capture import HiddenStateCapture
-from verl_resrl.config import ResRLConfig
+from verl_resrl.core.capture import HiddenStateCapture
+from verl_resrl.core.config import ResRLConfig
 from verl_resrl.integration.patching import when_imported, wrap
 from verl_resrl.integration.trainer import REQUEST_KEY
-from verl_resrl.streaming import StreamingGroupResiduals
+from verl_resrl.core.streaming import StreamingGroupResiduals
 
 logger = logging.getLogger(__name__)
 

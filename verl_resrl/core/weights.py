@@ -16,8 +16,8 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-from verl_resrl.config import ResRLConfig
-from verl_resrl.groups import group_index, group_quantiles
+from verl_resrl.core.config import ResRLConfig
+from verl_resrl.core.groups import group_index, group_quantiles
 
 
 def negative_token_weights(

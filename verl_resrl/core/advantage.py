@@ -14,9 +14,9 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-from verl_resrl.config import ResRLConfig
-from verl_resrl.groups import group_index
-from verl_resrl.weights import negative_token_weights
+from verl_resrl.core.config import ResRLConfig
+from verl_resrl.core.groups import group_index
+from verl_resrl.core.weights import negative_token_weights
 
 
 def grpo_outcome_advantage(

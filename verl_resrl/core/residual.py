@@ -25,9 +25,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from verl_resrl.config import ResRLConfig
-from verl_resrl.groups import group_index, group_seed
-from verl_resrl.subspace import positive_subspace
+from verl_resrl.core.config import ResRLConfig
+from verl_resrl.core.groups import group_index, group_seed
+from verl_resrl.core.subspace import positive_subspace
 
 GROUP_STATUSES = ("not_mixed", "computed", "few_pos_tokens", "nonfinite", "no_negative_tokens")
 

@@ -13,8 +13,8 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-from verl_resrl.config import ResRLConfig
-from verl_resrl.residual import GROUP_STATUSES, ResidualStats, compute_residuals
+from verl_resrl.core.config import ResRLConfig
+from verl_resrl.core.residual import GROUP_STATUSES, ResidualStats, compute_residuals
 
 # Per-sample status codes returned with the residuals (the driver turns them into metrics).
 STATUS_CODES = {name: code for code, name in enumerate(GROUP_STATUSES)}
