@@ -69,3 +69,54 @@ def test_no_valid_residual_gives_ones():
     w = negative_token_weights(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.bool), torch.ones(2, 3), ["a", "b"],
                                ResRLConfig())
     assert (w == 1).all()
+
+
+def _mixed_batch(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    hidden, mask, gids, pos, _ = make_batch([4, 6, 3, 5], length=20, width=32, generator=gen, interleave=True)
+    return hidden, mask, gids, pos
+
+
+def test_uniform_ablation_gives_all_ones_to_negative_tokens():
+    hidden, mask, gids, pos = _mixed_batch()
+    cfg = ResRLConfig(rank=8, min_weight=1.0)
+    res = compute_residuals(hidden, mask, gids, pos, cfg)
+    assert res.has_residual.any()
+    assert (negative_token_weights(res.residual, res.has_residual, mask, gids, cfg) == 1).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_shuffled_ablation_keeps_each_groups_weights_and_is_seed_deterministic(seed):
+    hidden, mask, gids, pos = _mixed_batch(seed)
+    cfg = ResRLConfig(rank=8, seed=seed)
+    shuffled_cfg = ResRLConfig(rank=8, seed=seed, weights="shuffled")
+    res = compute_residuals(hidden, mask, gids, pos, cfg)
+    w = negative_token_weights(res.residual, res.has_residual, mask, gids, cfg)
+    s = negative_token_weights(res.residual, res.has_residual, mask, gids, shuffled_cfg)
+    again = negative_token_weights(res.residual, res.has_residual, mask, gids, shuffled_cfg)
+    other = negative_token_weights(res.residual, res.has_residual, mask, gids, ResRLConfig(rank=8, seed=seed + 7,
+                                                                                          weights="shuffled"))
+    torch.testing.assert_close(s, again, rtol=0, atol=0)
+    assert (s[~res.has_residual] == 1).all()
+    for g in set(gids):
+        rows = torch.tensor([x == g for x in gids]).unsqueeze(1) & res.has_residual
+        torch.testing.assert_close(torch.sort(s[rows]).values, torch.sort(w[rows]).values, rtol=0, atol=0)
+    moved = res.has_residual & (s != w)
+    assert moved.float().sum() > 0.5 * res.has_residual.float().sum()  # the permutation really moves weights
+    assert not torch.equal(s, other)
+
+
+def test_shuffled_permutation_of_a_group_does_not_depend_on_other_groups():
+    hidden, mask, gids, pos = _mixed_batch()
+    cfg = ResRLConfig(rank=8, weights="shuffled")
+    res = compute_residuals(hidden, mask, gids, pos, cfg)
+    full = negative_token_weights(res.residual, res.has_residual, mask, gids, cfg)
+    g = gids[0]
+    rows = [i for i, x in enumerate(gids) if x == g]
+    alone = negative_token_weights(res.residual[rows], res.has_residual[rows], mask[rows], [g] * len(rows), cfg)
+    torch.testing.assert_close(alone, full[rows], rtol=0, atol=0)
+
+
+def test_unknown_weights_mode_is_rejected():
+    with pytest.raises(ValueError, match="resrl.weights"):
+        ResRLConfig(weights="random")

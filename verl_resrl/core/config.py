@@ -13,6 +13,7 @@ from typing import Any
 
 SPLIT_MODES = ("reward", "advantage")
 SUBSPACE_METHODS = ("randomized", "exact")
+WEIGHT_MODES = ("residual", "shuffled")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class ResRLConfig:
             part of the subspace (duplicate or low-rank positive tokens).
         layer_norm_eps: epsilon of the parameter-free LayerNorm applied to hidden states.
         adv_epsilon: epsilon added to the group std of GRPO advantages.
+        weights: ``"residual"`` (the method). ``"shuffled"`` is a research diagnostic: each group's negative-token
+            weights are computed as usual and then permuted among that group's negative tokens (seeded by
+            (seed, group id)), so the weights keep their distribution but carry no information about which
+            token lies near the positive subspace. The other diagnostic, uniform negative weights, is
+            ``min_weight=1.0``.
     """
 
     rank: int = 64
@@ -61,6 +67,7 @@ class ResRLConfig:
     rank_rtol: float = 1e-4
     layer_norm_eps: float = 1e-5
     adv_epsilon: float = 1e-6
+    weights: str = "residual"
 
     def __post_init__(self) -> None:
         _int("rank", self.rank, low=1)
@@ -82,6 +89,7 @@ class ResRLConfig:
         _real("adv_epsilon", self.adv_epsilon, 0.0, math.inf)
         _choice("split_by", self.split_by, SPLIT_MODES)
         _choice("subspace", self.subspace, SUBSPACE_METHODS)
+        _choice("weights", self.weights, WEIGHT_MODES)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> ResRLConfig:

@@ -8,6 +8,10 @@ For the valid negative tokens of a group, with lo = quantile(R, q_low) and hi = 
 so negative tokens that lie inside the positive subspace (small R) are penalised least (w = xi) and tokens
 with little shared structure are penalised fully (w = 1). A degenerate range (hi - lo < degenerate_range)
 gives every valid negative token of the group (xi + 1) / 2. Tokens without a residual keep weight 1.
+
+With ``weights="shuffled"`` (a research diagnostic) each group's weights are then permuted among its valid
+negative tokens with a generator seeded by (seed, group id): same multiset of weights per group, no information
+about which token is which.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Hashable, Sequence
 import torch
 
 from verl_resrl.core.config import ResRLConfig
-from verl_resrl.core.groups import group_index, group_quantiles
+from verl_resrl.core.groups import group_index, group_quantiles, group_seed
 
 
 def negative_token_weights(
@@ -63,5 +67,25 @@ def negative_token_weights(
     z = ((values - lo[token_group]) / span.clamp_min(torch.finfo(torch.float32).tiny)).clamp(0.0, 1.0)
     w = xi + (1.0 - xi) * z
     w = torch.where(span < config.degenerate_range, torch.full_like(w, (xi + 1.0) / 2.0), w)
+    if config.weights == "shuffled":
+        w = shuffle_within_groups(w, token_group, unique, config.seed)
     weights[valid] = w
     return weights
+
+
+def shuffle_within_groups(values: torch.Tensor, groups: torch.Tensor, group_ids: Sequence[Hashable],
+                          seed: int) -> torch.Tensor:
+    """Permute ``values`` (N,) among the entries of each group; group ``g``'s permutation is drawn from a
+    generator seeded by ``(seed, group_ids[g])`` alone, so it does not depend on other groups.
+
+    Args:
+        values: ``(N,)``.
+        groups: ``(N,)`` int64 group index of each value, into ``group_ids``.
+    """
+    out = values.clone()
+    for g in torch.unique(groups).tolist():
+        positions = (groups == g).nonzero().squeeze(1)
+        generator = torch.Generator().manual_seed(group_seed(seed, f"shuffled-weights\x00{group_ids[g]}"))
+        perm = torch.randperm(positions.numel(), generator=generator).to(positions.device)
+        out[positions] = values[positions[perm]]
+    return out
