@@ -2,7 +2,9 @@
 
 veRL's own balancing sorts samples by sequence length across ranks and so scatters a prompt group over
 several ranks; ResRL needs each group's positives and negatives together. veRL dispatches equal-size
-contiguous shards, so every shard must hold exactly ``len(batch) / k`` samples.
+contiguous shards, so every shard must hold exactly ``len(batch) / k`` samples. Inside a shard the samples
+keep their batch order (sorted indices, as veRL's ``get_seqlen_balanced_partitions`` returns them): the
+heaviest groups are not moved to the front, so mini-batches see the same order as with veRL's balancing.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ def group_balanced_partition(
         k: number of shards (data-parallel size); must divide the number of samples.
 
     Returns:
-        ``(shards, split_groups)``: ``k`` lists of sample indices (groups contiguous inside a shard) and the
+        ``(shards, split_groups)``: ``k`` sorted lists of sample indices and the
         number of groups that could not be kept whole (0 whenever all groups have the same size and their
         number is a multiple of ``k``).
     """
@@ -50,4 +52,4 @@ def group_balanced_partition(
             s = min((s for s in range(k) if len(shards[s]) < capacity), key=lambda s: (load[s], s))
             shards[s].append(i)
             load[s] += workloads[i]
-    return shards, len(leftovers)
+    return [sorted(shard) for shard in shards], len(leftovers)
