@@ -73,13 +73,22 @@ def check_config(config: Any) -> ResRLConfig:
 
 
 def data_parallel_size(config: Any) -> int:
+    """The actor's data-parallel size: world size / Ulysses sequence-parallel size."""
     trainer = _get(config, "trainer")
     world = int(_get(trainer, "n_gpus_per_node", 1)) * int(_get(trainer, "nnodes", 1))
-    actor = _get(_get(config, "actor_rollout_ref"), "actor")
-    sp = int(_get(actor, "ulysses_sequence_parallel_size", 1) or 1)
-    fsdp = _get(actor, "fsdp_config", None)
-    sp = int(_get(fsdp, "ulysses_sequence_parallel_size", sp) or sp) if fsdp is not None else sp
-    return max(1, world // max(1, sp))
+    return max(1, world // ulysses_size(_get(_get(config, "actor_rollout_ref"), "actor")))
+
+
+def ulysses_size(actor: Any) -> int:
+    """The sequence-parallel size the actor's engine runs with.
+
+    veRL's ``FSDPActorConfig.__post_init__`` copies the deprecated ``actor.ulysses_sequence_parallel_size``
+    over ``actor.fsdp_config.ulysses_sequence_parallel_size`` when it is > 1; the engine reads the latter.
+    """
+    legacy = int(_get(actor, "ulysses_sequence_parallel_size", 1) or 1)
+    if legacy > 1:
+        return legacy
+    return max(1, int(_get(_get(actor, "fsdp_config", None), "ulysses_sequence_parallel_size", 1) or 1))
 
 
 def _get(node: Any, key: str, default: Any = None) -> Any:
