@@ -49,6 +49,7 @@ def test_training_recipe_composes_with_paper_defaults(script, estimator):
     actor = cfg.actor_rollout_ref.actor
     assert (actor.optim.lr, actor.optim.lr_warmup_steps, actor.optim.weight_decay) == (1e-6, 10, 0.1)
     assert actor.ppo_mini_batch_size == 64 and actor.use_kl_loss is False and actor.entropy_coeff == 0
+    assert actor.strategy == "fsdp2" and cfg.actor_rollout_ref.ref.strategy == "fsdp2"  # veRL's default is FSDP1
     assert (cfg.data.train_batch_size, cfg.actor_rollout_ref.rollout.n) == (256, 4)
     assert (cfg.data.max_prompt_length, cfg.data.max_response_length) == (2048, 4096)
     assert cfg.actor_rollout_ref.model.path == "Qwen/Qwen3-4B"
