@@ -1,28 +1,36 @@
-"""Learning benchmark on the CPU demo task: GRPO vs NSR vs W-REINFORCE vs ResRL.
+"""Learning study on the CPU demo task: does ResRL help, and is it the residuals?
 
-Every method starts from the same policy (:mod:`verl_resrl.demo.policy`, built or reused), trains through
-veRL's real ``main_ppo`` on CPU with the same budget and settings (:class:`verl_resrl.demo.rl.RLSettings`:
-steps, prompts per step, n = 8 responses, learning rate, temperature 1.0), for each seed; the seed sets the
-data order, the rollout sampling and ResRL's subspace sampling. Each trained checkpoint is evaluated on the
-held-out problems (k = 16 samples at temperature 1.0): Avg@16, pass@k for k = 1..16, distinct final answers
-per problem, no-answer rate. The starting policy is evaluated the same way.
+Every run starts from the same policy (:mod:`verl_resrl.demo.policy`, built or reused) and trains through veRL's
+real ``main_ppo`` on CPU with the same sample budget (``--steps`` x 16 prompts x 8 responses, temperature 1.0,
+no KL); the seed sets the data order, the rollout sampling and ResRL's subspace sampling. Each trained
+checkpoint is evaluated with 16 samples per problem at temperature 1.0 on two disjoint held-out splits: **dev**
+(128 problems, used for every selection) and **test** (256 problems, used only for the final tables).
 
-Writes the results to ``--out-dir`` (default ``benchmarks/results/learning``, meant to be committed):
+Methods (``METHODS``): GRPO, NSR, W-REINFORCE, ResRL with the paper's lambda = 0.1 (``resrl``) and ResRL with
+lambda = 1.0 (``resrl_pos1``). The study, in stages (each stage's runs are planned from the finished ones):
 
-* ``learning.json``  -- settings, machine, wall times, per-run metrics and step metrics, aggregate mean/std;
-* ``learning.md``    -- markdown table, mean ± std over seeds;
-* ``pass_at_k.png``  -- pass@k curves (mean over seeds, ±std band), one line per method + the start;
-and everything else to ``--work-dir`` (default ``outputs/learning``, git-ignored): ``policy/`` (the starting
-policy), ``data/``, ``runs/<method>_seed<s>/`` (``train.log``: the whole veRL output, ``ckpt/``, ``metrics.json``).
+1. ``sweep``    every method x lr in {3e-5, 1e-4, 3e-4}, 4 mini-batches per step (the paper's ratio), seed 0;
+2. ``regime``   every method at its best sweep lr (dev Avg@16) with 1 mini-batch per step (on-policy only);
+3. ``final``    every method's selected configuration (best dev Avg@16 of stages 1-2) x seeds 1, 2 (seed 0 is
+                the selected run itself);
+4. ``ablation`` the selected ResRL configuration (the better of ``resrl`` / ``resrl_pos1`` on dev) with uniform
+                negative weights (``+algorithm.resrl.min_weight=1.0``) and with each group's weights shuffled
+                (``+algorithm.resrl.weights=shuffled``), seeds 0, 1, 2.
 
-    python benchmarks/learning.py                     # the full benchmark: 4 methods x 3 seeds
-    python benchmarks/learning.py --quick             # smoke run: resrl, 1 seed, 3 steps, 32 problems
-    python benchmarks/learning.py --methods grpo resrl --seeds 0 1 --steps 20
+Each finished run writes ``<out-dir>/runs/<run>.json`` (settings, dev and test metrics with per-problem counts,
+per-step training metrics). Commit these as they land: a later invocation reuses every run whose file matches
+its settings, so an interrupted study resumes instead of retraining. After the runs (or with ``--report-only``)
+:mod:`learning_report` writes ``learning.md`` (tables), ``learning.json`` (summary, bootstrap intervals),
+``pass_at_k.png`` and ``training_curves.png`` into ``--out-dir``.
 
-Budget (full): 12 runs x (~70 s start-up + STEPS x step time + ~20 s evaluation); the default STEPS is chosen
-so that the whole benchmark fits in about two hours on a 2-core machine (see BENCHMARKS.md for the measured
-numbers). Runs are sequential (one ``main_ppo`` at a time). Finished runs are reused when their metrics file
-exists (``--fresh`` to redo them), so an interrupted benchmark can resume.
+    python benchmarks/learning.py                          # the whole study (resumes from committed runs)
+    python benchmarks/learning.py --stages sweep regime    # only these stages
+    python benchmarks/learning.py --report-only            # tables and plots from the committed runs
+    python benchmarks/learning.py --jobs 2                 # two main_ppo runs at a time
+    python benchmarks/learning.py --quick                  # smoke run: 2 runs x 3 steps, 32 + 32 problems
+
+Budget: one run is ~70 s of start-up, ``--steps`` x ~5 s of training and ~60 s of evaluation on 2 cores; the
+whole study is 36 runs (15 sweep + 5 regime + 10 final + 6 ablation), about 4-5 hours on one machine.
 """
 
 from __future__ import annotations
@@ -31,214 +39,332 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
-from dataclasses import asdict, replace
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from verl_resrl.demo.evaluate_policy import evaluate_model_dir
-from verl_resrl.demo.policy import PolicyConfig, build_policy
-from verl_resrl.demo.rl import ESTIMATORS, RLSettings, demo_overrides, hf_checkpoint, train, write_data
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import learning_report  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "learning"
 DEFAULT_WORK = REPO / "outputs" / "learning"
-START = "start"
+
+# label -> (veRL estimator, extra Hydra overrides)
+METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "grpo": ("grpo", ()),
+    "nsr": ("nsr", ()),
+    "w_reinforce": ("w_reinforce", ()),
+    "resrl": ("resrl", ()),
+    "resrl_pos1": ("resrl", ("+algorithm.resrl.pos_weight=1.0",)),
+}
+RESRL_METHODS = ("resrl", "resrl_pos1")
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    "uniform": ("+algorithm.resrl.min_weight=1.0",),
+    "shuffled": ("+algorithm.resrl.weights=shuffled",),
+}
+LRS = (1e-4, 3e-5, 3e-4)  # run order: the pilot's lr first
+SWEEP_MINI_BATCHES = 4
+FINAL_SEEDS = (1, 2)
+ABLATION_SEEDS = (0, 1, 2)
+STAGES = ("sweep", "regime", "final", "ablation")
+N_DEV, N_TEST = 128, 256
+K = 16
 
 
-def run_one(method: str, seed: int, settings: RLSettings, args, policy_dir: Path, data: tuple[str, str],
-            policy_sha: str) -> dict:
-    run_dir = args.work_dir / "runs" / f"{method}_seed{seed}"
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.is_file() and not args.fresh:
-        record = json.loads(metrics_path.read_text())
-        if record.get("settings") == asdict(settings) and record.get("policy_sha256") == policy_sha \
-                and record.get("n_test") == args.n_test and record.get("eval_seed") == args.eval_seed:
-            print(f"[learning] {method} seed {seed}: reusing {metrics_path}", flush=True)
-            return record
-    print(f"[learning] {method} seed {seed}: training {settings.steps} steps (log: {run_dir / 'train.log'})",
-          flush=True)
-    overrides = demo_overrides(policy_dir, data[0], data[1], run_dir, method, settings)
+@dataclass(frozen=True)
+class Run:
+    """One main_ppo run of the study."""
+
+    stage: str
+    method: str  # a METHODS label
+    lr: float
+    mini_batches: int
+    seed: int
+    ablation: str | None = None  # an ABLATIONS label
+
+    @property
+    def name(self) -> str:
+        tag = f"_{self.ablation}" if self.ablation else ""
+        return f"{self.method}{tag}_lr{self.lr:g}_mb{self.mini_batches}_s{self.seed}"
+
+    @property
+    def config(self) -> str:
+        """The run's configuration without its seed (what selection chooses between)."""
+        return self.name.rsplit("_s", 1)[0]
+
+    def overrides(self) -> list[str]:
+        return [*METHODS[self.method][1], *(ABLATIONS[self.ablation] if self.ablation else ())]
+
+
+@dataclass
+class StudyState:
+    """Finished runs by name, and the selections they imply (dev Avg@16, ties broken by dev pass@16)."""
+
+    records: dict[str, dict] = field(default_factory=dict)
+
+    def score(self, run: Run) -> tuple[float, float] | None:
+        record = self.records.get(run.name)
+        if record is None:
+            return None
+        dev = record["dev"]
+        return dev[f"avg@{K}"], dev[f"pass@{K}"]
+
+    def best(self, runs: list[Run]) -> Run | None:
+        """The best of ``runs`` by dev score (the first of equals), once all of them have finished."""
+        scores = [self.score(r) for r in runs]
+        if any(s is None for s in scores):
+            return None
+        return runs[max(range(len(runs)), key=lambda i: scores[i])]
+
+
+def sweep_runs(method: str) -> list[Run]:
+    return [Run("sweep", method, lr, SWEEP_MINI_BATCHES, 0) for lr in LRS]
+
+
+def regime_run(state: StudyState, method: str) -> Run | None:
+    best = state.best(sweep_runs(method))
+    return None if best is None else Run("regime", method, best.lr, 1, 0)
+
+
+def selected_run(state: StudyState, method: str) -> Run | None:
+    """The method's selected seed-0 run: the best on dev of its sweep runs and its regime run."""
+    regime = regime_run(state, method)
+    return None if regime is None else state.best([*sweep_runs(method), regime])
+
+
+def selected_resrl(state: StudyState) -> Run | None:
+    chosen = [selected_run(state, m) for m in RESRL_METHODS]
+    return None if None in chosen else state.best(chosen)
+
+
+def plan(state: StudyState, stages=STAGES, methods=tuple(METHODS)) -> list[Run]:
+    """Every run of the requested stages whose prerequisites have finished, in priority order (finished runs
+    included; the caller skips them)."""
+    runs: list[Run] = []
+    if "sweep" in stages:
+        runs += [Run("sweep", m, lr, SWEEP_MINI_BATCHES, 0) for lr in LRS for m in methods]
+    if "regime" in stages:
+        runs += [r for r in (regime_run(state, m) for m in methods) if r is not None]
+    if "final" in stages:
+        for m in methods:
+            chosen = selected_run(state, m)
+            if chosen is not None:
+                runs += [replace(chosen, stage="final", seed=s) for s in FINAL_SEEDS]
+    if "ablation" in stages:
+        chosen = selected_resrl(state)
+        if chosen is not None:
+            runs += [replace(chosen, stage="ablation", ablation=a, seed=s) for a in ABLATIONS for s in ABLATION_SEEDS]
+    return runs
+
+
+def final_groups(state: StudyState) -> dict[str, list[dict]]:
+    """Label -> the records of its selected configuration over seeds 0..2 (those finished)."""
+    groups: dict[str, list[dict]] = {}
+    for m in METHODS:
+        chosen = selected_run(state, m)
+        if chosen is not None:
+            runs = [chosen, *(replace(chosen, stage="final", seed=s) for s in FINAL_SEEDS)]
+            groups[m] = [state.records[r.name] for r in runs if r.name in state.records]
+    chosen = selected_resrl(state)
+    if chosen is not None:
+        for a in ABLATIONS:
+            runs = [replace(chosen, stage="ablation", ablation=a, seed=s) for s in ABLATION_SEEDS]
+            recs = [state.records[r.name] for r in runs if r.name in state.records]
+            if recs:
+                groups[f"{chosen.method}_{a}"] = recs
+    return groups
+
+
+# --- running ----------------------------------------------------------------------------------------------------
+
+STEP_KEYS = ("critic/score/mean", "timing_s/step", "resrl/", "actor/entropy", "actor/pg_loss", "actor/pg_clipfrac",
+             "actor/ppo_kl", "response_length/mean")
+
+
+def run_settings(run: Run, args):
+    from verl_resrl.demo.rl import RLSettings
+
+    return RLSettings(steps=args.steps, lr=run.lr, seed=run.seed, mini_batches=run.mini_batches)
+
+
+def record_matches(record: dict, run: Run, args, policy_sha: str) -> bool:
+    return (record.get("settings") == asdict(run_settings(run, args)) and record.get("overrides") == run.overrides()
+            and record.get("policy_sha256") == policy_sha and record.get("splits") == split_sizes(args)
+            and record.get("eval_seed") == args.eval_seed)
+
+
+def split_sizes(args) -> dict[str, int]:
+    return {"dev": args.n_dev, "test": args.n_test}
+
+
+def held_out_splits(n_dev: int, n_test: int):
+    """Disjoint dev and test problems, both disjoint from the training split."""
+    from verl_resrl.demo.evaluate_policy import held_out
+
+    problems = held_out(n_dev + n_test)
+    return problems[:n_dev], problems[n_dev:]
+
+
+def evaluate(model_dir, args) -> dict[str, dict]:
+    from verl_resrl.demo.evaluate_policy import evaluate_model_dir
+
+    dev, test = held_out_splits(args.n_dev, args.n_test)
+    return {name: evaluate_model_dir(model_dir, problems=problems, k=K, seed=args.eval_seed, threads=args.threads)
+            for name, problems in (("dev", dev), ("test", test))}
+
+
+def train_and_evaluate(run: Run, args, policy_dir: Path, data: tuple[str, str], policy_sha: str) -> dict:
+    from verl_resrl.demo.rl import demo_overrides, hf_checkpoint, train
+
+    settings = run_settings(run, args)
+    run_dir = args.work_dir / "runs" / run.name
+    estimator = METHODS[run.method][0]
+    overrides = [*demo_overrides(policy_dir, data[0], data[1], run_dir, estimator, settings), *run.overrides()]
+    print(f"[learning] {run.name}: training {settings.steps} steps (log: {run_dir / 'train.log'})", flush=True)
     result = train(overrides, run_dir, settings.steps, timeout=args.run_timeout,
-                   echo=(lambda m: print(m, flush=True)) if args.progress else (lambda m: None))
+                   echo=(lambda m: print(f"{run.name} {m}", flush=True)) if args.progress else (lambda m: None))
     if result.returncode != 0:
-        raise RuntimeError(f"{method} seed {seed}: main_ppo exit {result.returncode}, see {result.log_path}")
+        raise RuntimeError(f"{run.name}: main_ppo exit {result.returncode}, see {result.log_path}")
     start = time.time()
-    metrics = evaluate_model_dir(hf_checkpoint(run_dir, settings.steps), k=args.k, n_test=args.n_test,
-                                 seed=args.eval_seed)
-    record = {
-        "method": method, "seed": seed, "settings": asdict(settings), "policy_sha256": policy_sha,
-        "n_test": args.n_test, "eval_seed": args.eval_seed, "train_seconds": round(result.seconds, 1),
-        "eval_seconds": round(time.time() - start, 1), "metrics": metrics,
-        "steps": {str(s): {k: v for k, v in m.items() if k.startswith(("critic/score", "timing_s/step", "resrl/",
-                                                                            "actor/entropy", "actor/pg_loss",
-                                                                            "response_length/mean"))}
+    evaluation = evaluate(hf_checkpoint(run_dir, settings.steps), args)
+    return {
+        **asdict(run), "name": run.name, "estimator": estimator, "overrides": run.overrides(),
+        "settings": asdict(settings), "policy_sha256": policy_sha, "splits": split_sizes(args),
+        "eval_seed": args.eval_seed, "train_seconds": round(result.seconds, 1),
+        "eval_seconds": round(time.time() - start, 1), "jobs": args.jobs,
+        "dev": _strip(evaluation["dev"]), "test": _strip(evaluation["test"]),
+        "steps": {str(s): {k: v for k, v in m.items() if k.startswith(STEP_KEYS)}
                   for s, m in sorted(result.steps.items())},
     }
-    metrics_path.write_text(json.dumps(record, indent=1))
-    k = metrics["k"]
-    print(f"[learning] {method} seed {seed}: avg@{k} {100 * metrics[f'avg@{k}']:.1f}, pass@1 "
-          f"{100 * metrics['pass@1']:.1f}, pass@{k} {100 * metrics[f'pass@{k}']:.1f}, distinct "
-          f"{metrics['distinct_answers']:.2f} ({result.seconds:.0f} s train)", flush=True)
+
+
+def _strip(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in ("examples", "model")}
+
+
+def load_records(runs_dir: Path) -> dict[str, dict]:
+    records = {}
+    for path in sorted(runs_dir.glob("*.json")):
+        record = json.loads(path.read_text())
+        records[record["name"]] = record
+    return records
+
+
+def execute(args, state: StudyState, policy_dir: Path, data, policy_sha: str) -> None:
+    """Run every planned run that has no matching record, ``args.jobs`` at a time, re-planning as runs finish."""
+    runs_dir = args.out_dir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    failed: set[str] = set()
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        running: dict = {}
+        while True:
+            todo = [r for r in plan(state, args.stages, args.methods)
+                    if r.name not in failed and r.name not in {x.name for x in running.values()}
+                    and not (r.name in state.records and record_matches(state.records[r.name], r, args, policy_sha))]
+            if args.max_runs is not None:
+                todo = todo[:max(0, args.max_runs - args.started)]
+            while todo and len(running) < args.jobs:
+                run = todo.pop(0)
+                args.started += 1
+                running[pool.submit(train_and_evaluate, run, args, policy_dir, data, policy_sha)] = run
+            if not running:
+                return
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                run = running.pop(future)
+                try:
+                    record = future.result()
+                except Exception as exc:  # keep the other runs going; report at the end
+                    print(f"[learning] {run.name} FAILED: {exc}", flush=True)
+                    failed.add(run.name)
+                    continue
+                (runs_dir / f"{run.name}.json").write_text(json.dumps(record, indent=1))
+                state.records[run.name] = record
+                print(f"[learning] {run.name}: dev avg@{K} {100 * record['dev'][f'avg@{K}']:.1f} pass@{K} "
+                      f"{100 * record['dev'][f'pass@{K}']:.1f} | test avg@{K} {100 * record['test'][f'avg@{K}']:.1f} "
+                      f"({record['train_seconds']:.0f} s train, {record['eval_seconds']:.0f} s eval)", flush=True)
+    if failed:
+        raise RuntimeError(f"runs failed: {sorted(failed)}")
+
+
+def start_record(args, policy_dir: Path, policy_sha: str) -> dict:
+    path = args.out_dir / "start.json"
+    if path.is_file():
+        record = json.loads(path.read_text())
+        if record.get("policy_sha256") == policy_sha and record.get("splits") == split_sizes(args) \
+                and record.get("eval_seed") == args.eval_seed:
+            return record
+    evaluation = evaluate(policy_dir, args)
+    record = {"name": "start", "policy_sha256": policy_sha, "splits": split_sizes(args), "eval_seed": args.eval_seed,
+              "dev": _strip(evaluation["dev"]), "test": _strip(evaluation["test"])}
+    path.write_text(json.dumps(record, indent=1))
     return record
 
 
-def aggregate(records: list[dict], k: int) -> dict:
-    """mean and std (over seeds; std 0 for one seed) of each scalar metric."""
-    keys = [f"avg@{k}", *[f"pass@{j}" for j in range(1, k + 1)], "distinct_answers", "no_answer_rate"]
-    out = {}
-    for key in keys:
-        values = [r["metrics"][key] for r in records]
-        out[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                    "values": values}
-    return out
-
-
-def table(summary: dict[str, dict], k: int, seeds: dict[str, int]) -> str:
-    ks = [j for j in (1, 2, 4, 8, 16) if j <= k]
-    header = ["method", "seeds", f"Avg@{k}", *[f"pass@{j}" for j in ks], "distinct answers", "no answer"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-
-    def pct(cell):
-        return f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f}"
-
-    for name, agg in summary.items():
-        cells = [name, str(seeds[name]) if seeds[name] else "-", pct(agg[f"avg@{k}"]), *[pct(agg[f"pass@{j}"]) for j in ks],
-                 f"{agg['distinct_answers']['mean']:.2f} ± {agg['distinct_answers']['std']:.2f}",
-                 pct(agg["no_answer_rate"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-TRAINING_KEYS = {  # step metric -> column of the training table
-    "critic/score/mean": "train reward",
-    "actor/entropy": "entropy",
-    "response_length/mean": "response length",
-    "resrl/neg_weight_mean": "ResRL neg. weight mean",
-    "resrl/neg_weight_p50": "neg. weight p50",
-    "resrl/rank_mean": "subspace rank",
-    "resrl/residual_mean": "residual mean",
-    "resrl/coverage": "coverage",
-}
-
-
-def training_summary(records: list[dict], last: int = 10) -> dict[str, float]:
-    """Each training metric averaged over the last ``last`` steps of a run, then over the runs (seeds)."""
-    out = {}
-    for key in TRAINING_KEYS:
-        per_run = []
-        for record in records:
-            steps = sorted(record.get("steps", {}), key=int)[-last:]
-            values = [record["steps"][s][key] for s in steps if key in record["steps"][s]]
-            if values:
-                per_run.append(statistics.fmean(values))
-        if per_run:
-            out[key] = statistics.fmean(per_run)
-    return out
-
-
-def training_table(training: dict[str, dict[str, float]], last: int = 10) -> str:
-    keys = [k for k in TRAINING_KEYS if any(k in t for t in training.values())]
-    lines = [f"Training, mean of the last {last} steps (then over seeds):", "",
-             "| method | " + " | ".join(TRAINING_KEYS[k] for k in keys) + " |", "|---|" + "---|" * len(keys)]
-    for name, values in training.items():
-        lines.append(f"| {name} | " + " | ".join(f"{values[k]:.3f}" if k in values else "-" for k in keys) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def plot(summary: dict[str, dict], k: int, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ks = list(range(1, k + 1))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, agg in summary.items():
-        mean = [100 * agg[f"pass@{j}"]["mean"] for j in ks]
-        std = [100 * agg[f"pass@{j}"]["std"] for j in ks]
-        style = {"color": "black", "linestyle": "--"} if name == START else {}
-        ax.plot(ks, mean, marker="o", markersize=3, label=name, **style)
-        ax.fill_between(ks, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.15,
-                        **({"color": "black"} if name == START else {}))
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("k")
-    ax.set_ylabel("pass@k on held-out problems (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", choices=ESTIMATORS, default=list(ESTIMATORS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=int(os.environ.get("STEPS", "50")))
-    parser.add_argument("--lr", type=float, default=RLSettings.lr)
-    parser.add_argument("--k", type=int, default=16)
-    parser.add_argument("--n-test", type=int, default=128)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--n-dev", type=int, default=N_DEV)
+    parser.add_argument("--n-test", type=int, default=N_TEST)
     parser.add_argument("--eval-seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="main_ppo runs at a time")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each evaluation")
+    parser.add_argument("--max-runs", type=int, default=None, help="start at most this many new runs")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the final differences")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, help="policy, data, runs (git-ignored)")
     parser.add_argument("--policy-dir", type=Path, default=None, help="default: WORK/policy")
-    parser.add_argument("--run-timeout", type=float, default=1800)
-    parser.add_argument("--fresh", action="store_true", help="retrain runs whose metrics exist")
+    parser.add_argument("--run-timeout", type=float, default=3600)
+    parser.add_argument("--report-only", action="store_true", help="only write the report from finished runs")
     parser.add_argument("--progress", action="store_true", help="one line per training step")
-    parser.add_argument("--quick", action="store_true", help="smoke run: resrl, seed 0, 3 steps, 32 problems")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: sweep of grpo and resrl at the first lr, 3 steps, 32 dev + 32 test problems")
     args = parser.parse_args(argv)
     if args.quick:
-        args.methods, args.seeds, args.steps, args.n_test = ["resrl"], [0], 3, 32
+        args.stages, args.methods, args.steps, args.n_dev, args.n_test = ["sweep"], ["grpo", "resrl"], 3, 32, 32
+        args.max_runs = 2
         if args.out_dir == DEFAULT_OUT:
             args.out_dir = DEFAULT_WORK.parent / "learning_quick"
         if args.work_dir == DEFAULT_WORK:
             args.work_dir = DEFAULT_WORK.parent / "learning_quick"
-    args.out_dir = args.out_dir.resolve()
-    args.work_dir = args.work_dir.resolve()
+    args.out_dir, args.work_dir = args.out_dir.resolve(), args.work_dir.resolve()
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    args.started = 0
     wall = time.time()
 
-    policy_dir = (args.policy_dir or args.work_dir / "policy").resolve()
-    manifest = build_policy(policy_dir, PolicyConfig(), log=lambda m: print(m, flush=True))
-    data = write_data(args.work_dir / "data", n_test=args.n_test)
-    start_metrics = evaluate_model_dir(policy_dir, k=args.k, n_test=args.n_test, seed=args.eval_seed)
+    state = StudyState(load_records(args.out_dir / "runs"))
+    start = json.loads((args.out_dir / "start.json").read_text()) if (args.out_dir / "start.json").is_file() else None
+    if not args.report_only:
+        from verl_resrl.demo.policy import PolicyConfig, build_policy
+        from verl_resrl.demo.rl import write_data
 
-    base = RLSettings(steps=args.steps, lr=args.lr)
-    records = {START: [{"metrics": start_metrics}]}
-    for method in args.methods:
-        for seed in args.seeds:
-            records.setdefault(method, []).append(run_one(method, seed, replace(base, seed=seed), args, policy_dir,
-                                                          data, manifest["sha256"]["model.safetensors"]))
-    summary = {name: aggregate(recs, args.k) for name, recs in records.items()}
-    training = {name: training_summary(recs) for name, recs in records.items() if name != START}
-    seeds = {name: len(recs) if name != START else 0 for name, recs in records.items()}
-    result = {
-        "benchmark": "learning_cpu_demo",
-        "command": "python " + " ".join([Path(sys.argv[0]).name if argv is None else "benchmarks/learning.py",
-                                         *(sys.argv[1:] if argv is None else argv)]),
-        "settings": {**asdict(base), "seeds": args.seeds, "methods": args.methods, "k": args.k,
-                     "n_test": args.n_test, "eval_temperature": 1.0, "eval_seed": args.eval_seed},
-        "policy": {"dir": str(policy_dir), "sha256": manifest["sha256"].get("model.safetensors"),
-                   "warmup_steps": manifest["warmup_steps"], "parameters": manifest["parameters"]},
+        policy_dir = (args.policy_dir or args.work_dir / "policy").resolve()
+        manifest = build_policy(policy_dir, PolicyConfig(), log=lambda m: print(m, flush=True))
+        policy_sha = manifest["sha256"]["model.safetensors"]
+        dev, _ = held_out_splits(args.n_dev, args.n_test)
+        data = write_data(args.work_dir / "data", n_test=args.n_dev)  # main_ppo's val file (validation is off)
+        start = start_record(args, policy_dir, policy_sha)
+        execute(args, state, policy_dir, data, policy_sha)
+    context = {
+        "command": "python benchmarks/learning.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "wall_seconds": round(time.time() - wall, 1),
-        # train + evaluation time of every run, also when finished runs were reused by this invocation
-        "runs_seconds": round(sum(r["train_seconds"] + r["eval_seconds"] for name, recs in records.items()
-                                  if name != START for r in recs), 1),
-        "training": training,
-        "summary": summary,
-        "runs": {name: recs for name, recs in records.items() if name != START},
-        "start_metrics": start_metrics,
+        "wall_seconds_this_invocation": round(time.time() - wall, 1),
+        "stages": {"lrs": LRS, "sweep_mini_batches": SWEEP_MINI_BATCHES, "final_seeds": FINAL_SEEDS,
+                   "ablation_seeds": ABLATION_SEEDS, "methods": {m: list(v[1]) for m, v in METHODS.items()},
+                   "ablations": {a: list(v) for a, v in ABLATIONS.items()}},
     }
-    (args.out_dir / "learning.json").write_text(json.dumps(result, indent=1))
-    md = table(summary, args.k, seeds) + "\n" + training_table(training)
-    (args.out_dir / "learning.md").write_text(md)
-    plot(summary, args.k, args.out_dir / "pass_at_k.png")
-    print(md + f"\nwall {result['wall_seconds']:.0f} s (runs: {result['runs_seconds']:.0f} s of training and "
-          f"evaluation); results in {args.out_dir}", flush=True)
-    return result
+    selection = {m: (r.name if (r := selected_run(state, m)) else None) for m in METHODS}
+    resrl = selected_resrl(state)
+    return learning_report.write_report(args.out_dir, state.records, start, final_groups(state), selection,
+                                        resrl.method if resrl else None, context, k=K,
+                                        bootstrap=args.bootstrap)
 
 
 if __name__ == "__main__":

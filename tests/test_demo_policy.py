@@ -119,37 +119,6 @@ def test_demo_rl_overrides_compose_for_every_estimator(tmp_path):
         hf_checkpoint(tmp_path / "run", 3)
 
 
-def test_learning_benchmark_report(tmp_path):
-    """benchmarks/learning.py: mean ± std over seeds, markdown table and PNG from per-run metrics."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py"
-    spec = importlib.util.spec_from_file_location("learning_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    problems = task.generate(2, seed=1)
-    good, bad = [p.solution for p in problems], ["Answer: -5", "Answer: -5"]
-    runs = [score_completions(problems, [[good[0], bad[0]], [good[1], good[1]]]),
-            score_completions(problems, [[bad[0], bad[0]], [good[1], bad[1]]])]
-    agg = bench.aggregate([{"metrics": m} for m in runs], k=2)
-    assert agg["pass@1"]["mean"] == pytest.approx((0.75 + 0.25) / 2)
-    assert agg["pass@1"]["std"] == pytest.approx(0.3535534, rel=1e-5)
-    assert agg["distinct_answers"]["values"] == [1.5, 1.5]
-    md = bench.table({"start": agg, "resrl": agg}, k=2, seeds={"start": 0, "resrl": 2})
-    assert "| resrl | 2 | 50.0 ± 35.4 | 50.0 ± 35.4 |" in md and "| start | - |" in md
-    pytest.importorskip("matplotlib")
-    bench.plot({"start": agg, "resrl": agg}, 2, tmp_path / "p.png")
-    assert (tmp_path / "p.png").stat().st_size > 0
-    # training table: each metric over the last steps of each run, then over runs; ResRL-only columns stay "-"
-    steps = {str(s): {"critic/score/mean": s / 10, "resrl/coverage": 1.0} for s in range(1, 13)}
-    training = bench.training_summary([{"steps": steps}, {"steps": {"1": {"critic/score/mean": 0.2}}}], last=10)
-    assert training["critic/score/mean"] == pytest.approx((sum(range(3, 13)) / 100 + 0.2) / 2)
-    assert training["resrl/coverage"] == 1.0
-    md = bench.training_table({"grpo": {"critic/score/mean": 0.5}, "resrl": training})
-    assert "| grpo | 0.500 | - |" in md and "| resrl | 0.475 | 1.000 |" in md
-
-
 def test_resrl_weights_diagnostics_shared_prefix():
     """benchmarks/resrl_weights_diagnostics.py: a wrong response's shared prefix with a correct one of its group."""
     import importlib.util

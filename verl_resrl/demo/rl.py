@@ -37,6 +37,12 @@ class RLSettings:
     max_prompt_length: int = 48
     max_response_length: int = 64
     seed: int = 0
+    mini_batches: int = 1  # actor updates per step (ppo_mini_batch_size = prompts_per_step / mini_batches)
+
+    def __post_init__(self):
+        if self.mini_batches < 1 or self.prompts_per_step % self.mini_batches:
+            raise ValueError(f"mini_batches ({self.mini_batches}) must divide prompts_per_step "
+                             f"({self.prompts_per_step})")
 
 
 def write_data(data_dir, n_test: int = 128) -> tuple[str, str]:
@@ -52,9 +58,13 @@ def write_data(data_dir, n_test: int = 128) -> tuple[str, str]:
 
 def demo_overrides(policy_dir, train_file: str, val_file: str, run_dir, estimator: str = "resrl",
                    settings: RLSettings = RLSettings()) -> list[str]:
-    """Hydra overrides of one demo RL run (one trainer rank); the final step saves an HF checkpoint."""
+    """Hydra overrides of one demo RL run (one trainer rank); the final step saves an HF checkpoint.
+
+    With ``mini_batches`` > 1 each step takes that many actor updates on consecutive mini-batches of the step's
+    samples (the first on-policy, the later ones off-policy and clipped, as in the paper's recipe)."""
     s = settings
     batch = s.prompts_per_step * s.n
+    mini_batch_prompts = s.prompts_per_step // s.mini_batches
     overrides = [
         f"algorithm.adv_estimator={estimator}",
         "algorithm.use_kl_in_reward=False",
@@ -67,8 +77,8 @@ def demo_overrides(policy_dir, train_file: str, val_file: str, run_dir, estimato
         f"actor_rollout_ref.model.path={policy_dir}",
         "actor_rollout_ref.model.use_remove_padding=False",  # padded batches are faster on CPU (see cpu/launch.py)
         f"actor_rollout_ref.actor.optim.lr={s.lr}",
-        f"actor_rollout_ref.actor.ppo_mini_batch_size={s.prompts_per_step}",
-        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={batch}",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={mini_batch_prompts}",
+        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={mini_batch_prompts * s.n}",
         f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={batch}",
         f"actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu={batch}",
         "actor_rollout_ref.actor.use_kl_loss=False",

@@ -1,0 +1,115 @@
+"""benchmarks/learning.py (the study's plan and selection) and benchmarks/learning_report.py (tables, bootstrap)."""
+
+import importlib.util
+import random
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+study = _load("learning")
+report = _load("learning_report")
+
+
+def _evaluation(correct: list[int], n: int = 16) -> dict:
+    from verl_resrl.evaluate import pass_at_k
+
+    p = len(correct)
+    return {"avg@16": sum(correct) / (n * p), **{f"pass@{j}": sum(pass_at_k(n, c, j) for c in correct) / p
+                                                 for j in range(1, 17)},
+            "distinct_answers": 2.0, "no_answer_rate": 0.0, "per_problem": [[n, c] for c in correct]}
+
+
+def _finish(state, run, dev_avg: float, test_avg: float, rng):
+    def correct(avg, p):
+        return [min(16, max(0, round(16 * avg + rng.uniform(-2, 2)))) for _ in range(p)]
+
+    state.records[run.name] = {**asdict(run), "name": run.name, "dev": _evaluation(correct(dev_avg, 8)),
+                               "test": _evaluation(correct(test_avg, 12)),
+                               "steps": {str(s): {"critic/score/mean": 0.1 * s, "actor/entropy": 1.0,
+                                                  "response_length/mean": 20.0} for s in range(1, 4)}}
+
+
+def test_the_study_plans_36_runs_in_four_stages_and_selects_on_dev_only():
+    rng = random.Random(0)
+    state = study.StudyState()
+    assert {r.stage for r in study.plan(state)} == {"sweep"}  # nothing else before the sweep has finished
+    while True:
+        todo = [r for r in study.plan(state) if r.name not in state.records]
+        if not todo:
+            break
+        run = todo[0]
+        # dev prefers lr 3e-4 with 4 mini-batches; test prefers the opposite -- selection must follow dev
+        good = run.lr == 3e-4 and run.mini_batches == 4
+        _finish(state, run, dev_avg=0.7 if good else 0.3, test_avg=0.3 if good else 0.7, rng=rng)
+    counts = {stage: sum(r["stage"] == stage for r in state.records.values()) for stage in study.STAGES}
+    assert counts == {"sweep": 15, "regime": 5, "final": 10, "ablation": 6}
+    for method in study.METHODS:
+        chosen = study.selected_run(state, method)
+        assert (chosen.lr, chosen.mini_batches, chosen.seed) == (3e-4, 4, 0)
+        assert study.regime_run(state, method).mini_batches == 1
+    groups = study.final_groups(state)
+    assert set(groups) == {*study.METHODS, *(f"{study.selected_resrl(state).method}_{a}" for a in study.ABLATIONS)}
+    assert all(len(recs) == 3 for recs in groups.values())
+    assert {r["seed"] for r in groups["grpo"]} == {0, 1, 2}
+    ablation = groups[f"{study.selected_resrl(state).method}_shuffled"][0]
+    assert ablation["ablation"] == "shuffled" and ablation["method"] == study.selected_resrl(state).method
+    assert study.Run("ablation", "resrl", 1e-4, 4, 2, "uniform").overrides() == ["+algorithm.resrl.min_weight=1.0"]
+    assert study.Run("sweep", "resrl_pos1", 1e-4, 4, 0).overrides() == ["+algorithm.resrl.pos_weight=1.0"]
+
+
+def test_bootstrap_difference_interval():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.4, 0.6, size=(3, 200))
+    same = report.bootstrap_difference(a, a, resamples=500)
+    assert same["diff"] == 0 and same["ci95"] == [0.0, 0.0] and not same["excludes_0"]
+    shifted = report.bootstrap_difference(a + 0.05, a, resamples=500)
+    assert shifted["diff"] == pytest.approx(0.05) and shifted["excludes_0"]
+    noisy = report.bootstrap_difference(rng.uniform(0, 1, size=(3, 200)), rng.uniform(0, 1, size=(2, 200)), 500)
+    assert noisy["ci95"][0] < noisy["diff"] < noisy["ci95"][1] and noisy["seeds"] == [3, 2]
+    with pytest.raises(ValueError, match="different problem sets"):
+        report.bootstrap_difference(a, a[:, :10])
+
+
+def test_report_tables_and_plots(tmp_path):
+    rng = random.Random(1)
+    state = study.StudyState()
+    while todo := [r for r in study.plan(state) if r.name not in state.records]:
+        _finish(state, todo[0], 0.5, 0.5, rng)
+    selection = {m: study.selected_run(state, m).name for m in study.METHODS}
+    start = {"test": _evaluation([8] * 12)}
+    out = report.write_report(tmp_path, state.records, start, study.final_groups(state), selection, "resrl",
+                              {"command": "x"}, bootstrap=200)
+    md = (tmp_path / "learning.md").read_text()
+    assert "| start | - | - | 50.0 ± 0.0 |" in md
+    assert "**" in md and "resrl minus each method" in md
+    assert set(out["differences"]["vs"]) >= {"grpo", "nsr", "w_reinforce", "resrl_pos1"}
+    assert out["training"]["grpo"]["critic/score/mean"] == pytest.approx(0.2)
+    assert (tmp_path / "pass_at_k.png").stat().st_size > 0 and (tmp_path / "training_curves.png").stat().st_size > 0
+
+
+def test_mini_batches_set_the_actor_mini_batch():
+    from verl_resrl.demo.rl import RLSettings, demo_overrides
+
+    overrides = demo_overrides("p", "t", "v", "r", "grpo", RLSettings(prompts_per_step=16, n=8, mini_batches=4))
+    assert "actor_rollout_ref.actor.ppo_mini_batch_size=4" in overrides
+    assert "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=32" in overrides
+    with pytest.raises(ValueError, match="mini_batches"):
+        RLSettings(prompts_per_step=16, mini_batches=3)
