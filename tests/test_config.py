@@ -9,6 +9,7 @@ def test_defaults_are_the_papers():
     assert (c.rank, c.max_pos_tokens, c.min_pos_tokens) == (64, 4096, 4)
     assert (c.q_low, c.q_high, c.min_weight, c.pos_weight) == (0.2, 0.8, 0.1, 0.1)
     assert (c.hidden_layer, c.split_by) == (-2, "reward")
+    assert c.dump_dir is None  # the debugging dump is off unless asked for
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,8 @@ def test_defaults_are_the_papers():
         ("hidden_layer", "penultimate"),
         ("degenerate_range", -1.0),
         ("layer_norm_eps", 0.0),
+        ("dump_dir", ""),
+        ("dump_dir", 3),
     ],
 )
 def test_invalid_values_name_the_key(key, value):

@@ -48,6 +48,9 @@ class ResRLConfig:
             (seed, group id)), so the weights keep their distribution but carry no information about which
             token lies near the positive subspace. The other diagnostic, uniform negative weights, is
             ``min_weight=1.0``.
+        dump_dir: a debugging switch, off (``None``) by default: when set, the driver writes
+            ``<dump_dir>/step_<N>.pt`` at every training step, holding every response's token ids, uid,
+            positivity and residuals (see :mod:`verl_resrl.integration.dump`), to audit the residuals offline.
     """
 
     rank: int = 64
@@ -68,6 +71,7 @@ class ResRLConfig:
     layer_norm_eps: float = 1e-5
     adv_epsilon: float = 1e-6
     weights: str = "residual"
+    dump_dir: str | None = None
 
     def __post_init__(self) -> None:
         _int("rank", self.rank, low=1)
@@ -90,6 +94,8 @@ class ResRLConfig:
         _choice("split_by", self.split_by, SPLIT_MODES)
         _choice("subspace", self.subspace, SUBSPACE_METHODS)
         _choice("weights", self.weights, WEIGHT_MODES)
+        if self.dump_dir is not None and (not isinstance(self.dump_dir, str) or not self.dump_dir.strip()):
+            raise ValueError(f"resrl.dump_dir must be a directory path (or null: no dump), got {self.dump_dir!r}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> ResRLConfig:

@@ -3,7 +3,8 @@
 * ``_balance_batch``: whole prompt groups per data-parallel rank, shards balanced by workload;
 * ``_compute_old_log_prob``: tag samples with their group index and positivity, ask the actor for residuals,
   and (legacy) keep the returned residual fields in the batch;
-* V1 ``_compute_advantage``: fetch the residual fields from TransferQueue for ``compute_advantage``.
+* V1 ``_compute_advantage``: fetch the residual fields from TransferQueue for ``compute_advantage``;
+* with ``resrl.dump_dir`` set, write each step's residuals to disk (:mod:`verl_resrl.integration.dump`).
 
 Each wrapper passes straight through to veRL unless ``algorithm.adv_estimator == "resrl"``.
 """
@@ -19,6 +20,7 @@ from verl_resrl import verl_internals
 from verl_resrl.core.advantage import positive_responses
 from verl_resrl.core.groups import group_index
 from verl_resrl.integration.advantage import FIELDS, TOKEN_FIELDS, pending_inputs
+from verl_resrl.integration.dump import write_step_dump
 from verl_resrl.integration.patching import when_imported, wrap
 from verl_resrl.integration.settings import resrl_config, uses_resrl
 from verl_resrl.core.partition import group_balanced_partition
@@ -103,6 +105,9 @@ def _v1_compute_advantage(original):
 
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=list(FIELDS))
         padded = data.to_padded_tensor()
+        settings = resrl_config(self.config.algorithm)
+        if settings.dump_dir is not None:
+            _v1_dump(tq, batch, padded, self.global_steps, settings)
         token = pending_inputs.set({k: padded[k] for k in FIELDS})
         try:
             return original(self, batch, metrics)
@@ -110,6 +115,18 @@ def _v1_compute_advantage(original):
             pending_inputs.reset(token)
 
     return _compute_advantage
+
+
+def _v1_dump(tq, batch, padded, step: int, settings) -> None:
+    """The step's dump from TransferQueue: V1 stores each sample's prompt + response ids unpadded."""
+    data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
+                           select_fields=["uid", "input_ids", "response_mask"])
+    uids = list(data["uid"].tolist()) if hasattr(data["uid"], "tolist") else list(data["uid"])
+    mask = data["response_mask"]
+    lengths = mask.offsets().diff() if mask.is_nested else torch.full((mask.shape[0],), mask.shape[1])
+    ids = data["input_ids"]
+    write_step_dump(settings.dump_dir, step, list(ids.unbind()), lengths, uids, padded["resrl_positive"],
+                    padded["resrl_residual"], padded["resrl_has_residual"], settings)
 
 
 # -------------------------------------------------------------------------------------------- legacy trainer
@@ -155,11 +172,24 @@ def _legacy_compute_old_log_prob(original):
             for key in TAG_FIELDS:
                 batch.batch.pop(key, None)
         width = batch.batch["response_mask"].shape[1]
-        for key, value in actor_fields(outputs[-1], width).items():
+        fields = actor_fields(outputs[-1], width)
+        for key, value in fields.items():
             old_log_prob.batch[key] = value
+        settings = resrl_config(self.config.algorithm)
+        if settings.dump_dir is not None:
+            _legacy_dump(batch, fields, self.global_steps, settings)
         return old_log_prob, mfu
 
     return _compute_old_log_prob
+
+
+def _legacy_dump(batch, fields: dict, step: int, settings) -> None:
+    """The step's dump from the legacy batch: left-padded prompts + right-padded responses, cut by attention."""
+    attention = batch.batch["attention_mask"].bool()
+    width = batch.batch["responses"].shape[1]
+    ids = [row[keep] for row, keep in zip(batch.batch["input_ids"], attention)]
+    write_step_dump(settings.dump_dir, step, ids, attention[:, -width:].sum(dim=1), list(batch.non_tensor_batch["uid"]),
+                    fields["resrl_positive"], fields["resrl_residual"], fields["resrl_has_residual"], settings)
 
 
 def actor_fields(output, width: int) -> dict[str, torch.Tensor]:
