@@ -12,6 +12,9 @@
   trip (tuples are lists), floats with the tolerance above. All calls share one sandboxed run; each result
   is printed as it is computed, so the tests finished before a timeout still count in ``continuous`` mode.
 
+An optional ``"setup"`` string is code run before the program (HumanEval: the prompt's imports, helpers and
+signature, so a response may hold just the completed function).
+
 The program is the last fenced ```` ```python ```` (or bare ```` ``` ````) block of the response, or the whole
 response when it has none. Expected outputs never enter the sandbox, so a program cannot print them.
 
@@ -212,8 +215,8 @@ def run_call_tests(program: str, fn_name: str, inputs: list, outputs: list, limi
     return passed
 
 
-def parse_tests(ground_truth) -> tuple[list, list, str | None]:
-    """``(inputs, outputs, fn_name)``; raises ValueError on a malformed ground truth."""
+def parse_tests(ground_truth) -> tuple[list, list, str | None, str]:
+    """``(inputs, outputs, fn_name, setup)``; raises ValueError on a malformed ground truth."""
     tests = json.loads(ground_truth) if isinstance(ground_truth, (str, bytes)) else ground_truth
     if not isinstance(tests, dict):
         raise ValueError("ground truth must be a JSON object with inputs and outputs")
@@ -223,7 +226,10 @@ def parse_tests(ground_truth) -> tuple[list, list, str | None]:
     if not isinstance(inputs, list) or not isinstance(outputs, list) or len(inputs) != len(outputs) or not inputs:
         raise ValueError("ground truth needs non-empty inputs and outputs lists of equal length")
     fn_name = tests.get("fn_name") or None
-    return inputs, outputs, fn_name
+    setup = tests.get("setup") or ""
+    if not isinstance(setup, str):
+        raise ValueError("setup must be a string of code")
+    return inputs, outputs, fn_name, setup
 
 
 # --- veRL entry point ------------------------------------------------------------------------------------------
@@ -235,7 +241,7 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, cont
     if max_tests is not None and int(max_tests) < 1:
         raise ValueError(f"max_tests must be >= 1 or None, got {max_tests!r}")
     try:
-        inputs, outputs, fn_name = parse_tests(ground_truth)
+        inputs, outputs, fn_name, setup = parse_tests(ground_truth)
     except (ValueError, TypeError, AttributeError):
         return {"score": 0.0, "acc": 0.0, "passed": 0, "tests": 0}
     if max_tests is not None:
@@ -243,7 +249,7 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, cont
     text = str(solution_str)
     passed = 0
     if len(text) <= MAX_RESPONSE_CHARS:
-        program = extract_program(text)
+        program = setup + "\n" + extract_program(text) if setup else extract_program(text)
         if fn_name:
             passed = run_call_tests(program, str(fn_name), inputs, outputs, limits)
         else:
