@@ -67,20 +67,25 @@ PRELUDE = ("import sys, os, math, re, string, heapq, bisect, itertools, functool
 # --- extracting the program ------------------------------------------------------------------------------------
 
 def extract_program(response: str) -> str:
-    """The last fenced code block (```python / ```py / ```), else the whole response."""
-    fence = "```"
-    end = response.rfind(fence)
-    while end != -1:
-        start = response.rfind(fence, 0, end)
+    """The last complete fenced Python block (```python / ```py / ```), else the whole response.
+
+    Fences pair up in order (open, close); a block tagged with another language (```text) is skipped."""
+    fence, blocks, position = "```", [], 0
+    while True:
+        start = response.find(fence, position)
         if start == -1:
             break
         header_end = response.find("\n", start)
-        if header_end != -1 and header_end < end:
-            language = response[start + len(fence):header_end].strip().lower()
-            if language in ("", "python", "python3", "py"):
-                return response[header_end + 1:end]
-        end = start  # a non-Python block or an opening fence: look further back
-    return response
+        if header_end == -1:
+            break
+        close = response.find(fence, header_end)
+        if close == -1:
+            break  # unterminated block
+        language = response[start + len(fence):header_end].strip().lower()
+        if language in ("", "python", "python3", "py"):
+            blocks.append(response[header_end + 1:close])
+        position = close + len(fence)
+    return blocks[-1] if blocks else response
 
 
 # --- comparing outputs -----------------------------------------------------------------------------------------
