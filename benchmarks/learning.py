@@ -338,6 +338,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     args.started = 0
     wall = time.time()
+    # Ray starts its workers at niceness 15; on a CPU machine they are the training itself, so they keep the
+    # study's own priority (run times then do not depend on whatever else runs at normal priority).
+    os.environ.setdefault("RAY_worker_niceness", "0")
 
     state = StudyState(load_records(args.out_dir / "runs"))
     start = json.loads((args.out_dir / "start.json").read_text()) if (args.out_dir / "start.json").is_file() else None
