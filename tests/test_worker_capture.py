@@ -71,14 +71,16 @@ def forward_micro_batch(model, capture, seqs, remove_padding):
     return torch.cat(outputs, dim=1) if remove_padding else outputs[0]
 
 
-def run_rank(model, prompts, responses, uids, positive, idx, config, micro=2, dynamic=False, remove_padding=True):
+def run_rank(model, prompts, responses, uids, positive, idx, config, micro=2, dynamic=False, remove_padding=True,
+             legacy=False):
+    """One rank's residuals, the stream set up from the request as the worker does (lengths, masks)."""
     from verl.workers.engine.utils import prepare_micro_batches
 
-    from verl_resrl.integration.worker import response_states
+    from verl_resrl.integration.worker import _response_lengths, _response_masks, response_states
 
-    data = rank_batch(prompts, responses, idx, micro, dynamic)
-    stream = StreamingGroupResiduals([uids[i] for i in idx], positive[idx], torch.tensor([len(responses[i]) for i in idx]),
-                                     config)
+    data = (legacy_batch if legacy else rank_batch)(prompts, responses, idx, micro, dynamic)
+    stream = StreamingGroupResiduals([uids[i] for i in idx], positive[idx], _response_lengths(data), config,
+                                     masks=_response_masks(data))
     capture = HiddenStateCapture(model, config.hidden_layer)
     batches, order = prepare_micro_batches(data)
     if dynamic:
@@ -181,3 +183,87 @@ def test_streaming_equals_one_batched_call(model):
     want = compute_residuals(hidden, mask, uids, positive, config)
     for i, r in enumerate(responses):
         torch.testing.assert_close(got[i][0], want.residual[i, : len(r)], atol=1e-5, rtol=1e-5)
+
+
+def legacy_batch(prompts, responses, idx, micro, dynamic, tool_tokens=()):
+    """A rank's batch as the legacy trainer sends it: left-padded prompts and right-padded responses (wider than
+    the longest, as ``max_response_length``) through veRL's own ``left_right_2_no_padding``.
+
+    ``tool_tokens``: ``(row, position)`` response tokens masked out of ``response_mask`` (multi-turn tool output).
+    """
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.utils.padding import left_right_2_no_padding
+
+    width_p, width_r = max(len(prompts[i]) for i in idx), max(len(responses[i]) for i in idx) + 3
+    prompt_ids, response_ids = torch.zeros(len(idx), width_p, dtype=torch.long), torch.zeros(len(idx), width_r,
+                                                                                              dtype=torch.long)
+    attention = torch.zeros(len(idx), width_p + width_r, dtype=torch.long)
+    for row, i in enumerate(idx):
+        prompt_ids[row, width_p - len(prompts[i]):] = prompts[i]
+        response_ids[row, : len(responses[i])] = responses[i]
+        attention[row, width_p - len(prompts[i]) : width_p + len(responses[i])] = 1
+    response_mask = attention[:, width_p:].clone()
+    for row, position in tool_tokens:
+        response_mask[row, position] = 0
+    data = tu.get_tensordict({
+        "prompts": prompt_ids, "responses": response_ids, "input_ids": torch.cat([prompt_ids, response_ids], dim=1),
+        "attention_mask": attention, "position_ids": (attention.cumsum(-1) - 1).clamp(min=0),
+        "response_mask": response_mask, "resrl_sample_index": torch.arange(len(idx)),
+    }, non_tensor_dict={"use_dynamic_bsz": dynamic, "micro_batch_size_per_gpu": micro, "max_token_len_per_gpu": 40,
+                        "use_remove_padding": True})
+    return left_right_2_no_padding(data)
+
+
+def test_legacy_trainer_batches_with_responses_of_different_lengths(model):
+    """Padded masks (legacy trainer): each sample's states are those veRL's no_padding_2_padding cuts for it."""
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.engine.utils import prepare_micro_batches
+    from verl.workers.utils.padding import no_padding_2_padding
+
+    from verl_resrl.integration.worker import _response_lengths, _response_masks, response_states
+
+    prompts, responses, _, _ = make_rollouts(groups=3, n=3, seed=2)
+    idx = list(range(len(prompts)))
+    assert len({len(r) for r in responses}) > 3 and len({len(p) for p in prompts}) > 1
+    tool_tokens = [(1, 0), (4, len(responses[4]) - 1)]
+    full = legacy_batch(prompts, responses, idx, micro=4, dynamic=False, tool_tokens=tool_tokens)
+    assert not full["response_mask"].is_nested and full["input_ids"].is_nested
+
+    with torch.no_grad():  # per-sequence hidden_states[-2], packed as the engine's output, cut by veRL
+        packed = torch.cat([model(input_ids=torch.cat([prompts[i], responses[i]]).unsqueeze(0),
+                                  output_hidden_states=True).hidden_states[-2][0] for i in idx])
+    want = no_padding_2_padding(packed, full)  # (B, max_response_length, H)
+    lengths = [len(responses[i]) for i in idx]
+    assert _response_lengths(full).tolist() == lengths
+    masks = _response_masks(full)
+    for row, n in enumerate(lengths):
+        expected = torch.ones(n, dtype=torch.bool)
+        for r, position in tool_tokens:
+            if r == row:
+                expected[position] = False
+        assert torch.equal(masks[row], expected)
+
+    for remove_padding, dynamic in ((True, False), (True, True), (False, False)):
+        data = legacy_batch(prompts, responses, idx, micro=3, dynamic=dynamic)
+        seen = []
+        for mb in prepare_micro_batches(data)[0]:
+            hidden = forward_micro_batch(model, HiddenStateCapture(model, -2), list(mb["input_ids"].unbind()),
+                                         remove_padding)
+            tu.assign_non_tensor(mb, use_remove_padding=remove_padding)
+            for i, states in zip(mb["resrl_sample_index"].tolist(), response_states(_engine(), hidden,
+                                                                                    {"pad_size": 0}, mb)):
+                assert states.shape[0] == lengths[i]
+                torch.testing.assert_close(states, want[i, : lengths[i]], atol=1e-5, rtol=1e-5)
+                seen.append(i)
+        assert sorted(seen) == idx
+
+
+def test_legacy_and_nested_batches_give_the_same_residuals(model):
+    prompts, responses, uids, positive = make_rollouts(groups=3, n=4, seed=3)
+    config = ResRLConfig(rank=4)
+    nested = run_rank(model, prompts, responses, uids, positive, list(range(len(uids))), config, micro=4)
+    legacy = run_rank(model, prompts, responses, uids, positive, list(range(len(uids))), config, micro=4, legacy=True)
+    assert any(h.any() for _, h in nested.values())
+    for i in nested:
+        assert torch.equal(legacy[i][1], nested[i][1])
+        torch.testing.assert_close(legacy[i][0], nested[i][0], atol=1e-6, rtol=1e-6)

@@ -192,3 +192,15 @@ declare("FSDPEngineWithLMHead._gather_and_unpad_packed", "verl.workers.engine.fs
 declare("tu.get_non_tensor_data", "verl.utils.tensordict_utils", "get_non_tensor_data",
         "reads the request's non-tensor keys (ResRL settings, use_remove_padding) - integration/worker.py",
         ("data", "key", "default"))
+declare("FSDPEngine.is_mp_src_rank_with_outputs", "verl.workers.engine.fsdp.transformer_impl",
+        "FSDPEngine.is_mp_src_rank_with_outputs",
+        "only the rank that returns a pass's outputs (Ulysses: SP rank 0) computes residuals; the others take "
+        "part in the gather only - integration/worker.py", ("self",))
+declare("get_device_id", "verl.utils.device", "get_device_id",
+        "device of the one-tensor all-reduce by which all ranks agree that an old-log-prob pass failed, as the "
+        "engine places its own all-reduce - integration/worker.py")
+declare("no_padding_2_padding", "verl.workers.utils.padding", "no_padding_2_padding",
+        "legacy trainer (padded masks): each response's length is the attention mask after the prompt, as veRL "
+        "cuts log-probs - integration/worker.py", ("tensor", "data"),
+        uses=("response_lens = attention_mask[:, prompt_ids.shape[1] :].sum(dim=1)",
+              "values[seq_offset - resp_len - 1 : seq_offset - 1]"))
