@@ -120,3 +120,57 @@ def test_eval_recipe_requires_a_model():
     result = subprocess.run(["bash", str(RECIPES / "eval_math.sh")], capture_output=True, text=True,
                             env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "DRY_RUN": "1"})
     assert result.returncode != 0 and "MODEL_PATH" in result.stderr
+
+
+# --- function-calling and code recipes (common_task.sh) ------------------------------------------------------
+
+TASK_RECIPES = {f"run_{estimator}_{task}.sh": (task, estimator) for task in ("fc", "code")
+                for estimator in ("resrl", "grpo", "nsr", "w_reinforce")}
+TASK_DEFAULTS = {"fc": ("function_call_reward.py", 4096, 1024), "code": ("code_reward.py", 2048, 4096)}
+
+
+@pytest.mark.parametrize("script, task_estimator", sorted(TASK_RECIPES.items()))
+def test_task_recipe_composes_with_its_reward(script, task_estimator):
+    task, estimator = task_estimator
+    (argv,) = dry_run(script)
+    cfg = compose(overrides_after(argv, "verl.trainer.main_ppo"))
+    reward_file, prompt_length, response_length = TASK_DEFAULTS[task]
+    assert cfg.algorithm.adv_estimator == estimator
+    assert Path(cfg.reward.custom_reward_function.path) == REPO / "reward_fns" / reward_file
+    assert cfg.reward.custom_reward_function.name == "compute_score"
+    assert cfg.reward.reward_manager.name == "naive"
+    assert (cfg.data.max_prompt_length, cfg.data.max_response_length) == (prompt_length, response_length)
+    assert cfg.data.train_files == str(Path.home() / "data" / f"resrl_{task}" / "train.parquet")
+    actor = cfg.actor_rollout_ref.actor
+    assert (actor.optim.lr, actor.ppo_mini_batch_size, actor.strategy) == (1e-6, 64, "fsdp2")
+    assert cfg.actor_rollout_ref.ref.strategy == "fsdp2"
+    reward_kwargs = dict(cfg.reward.custom_reward_function.reward_kwargs)
+    assert reward_kwargs == ({"reward_style": "binary"} if task == "fc" else {"continuous": False, "timeout_s": 10})
+    assert ("w_reinforce_lambda" in cfg.algorithm) == (estimator == "w_reinforce")
+
+
+@pytest.mark.parametrize("task", ["fc", "code"])
+def test_task_recipes_differ_only_in_the_estimator(task):
+    commands = [dry_run(script)[0] for script, (t, _) in TASK_RECIPES.items() if t == task]
+    stripped = {tuple(a for a in argv if not a.startswith(("algorithm.adv_estimator=", "trainer.experiment_name=",
+                                                           "trainer.default_local_dir=", "+algorithm.w_reinforce")))
+                for argv in commands}
+    assert len(stripped) == 1
+
+
+def test_task_recipe_settings_pass_through():
+    (argv,) = dry_run("run_resrl_code.sh", "trainer.total_training_steps=2", CODE_CONTINUOUS="True",
+                      CODE_TIMEOUT_S="3", MAX_RESPONSE_LENGTH="64", DATA_DIR="/data/c", REWARD_WORKERS="1")
+    cfg = compose(overrides_after(argv, "verl.trainer.main_ppo"))
+    assert dict(cfg.reward.custom_reward_function.reward_kwargs) == {"continuous": True, "timeout_s": 3}
+    assert cfg.data.max_response_length == 64 and cfg.data.val_files == "/data/c/test.parquet"
+    assert cfg.reward.num_workers == 1 and cfg.trainer.total_training_steps == 2
+    (argv,) = dry_run("run_grpo_fc.sh", REWARD_STYLE="signed")
+    cfg = compose(overrides_after(argv, "verl.trainer.main_ppo"))
+    assert cfg.reward.custom_reward_function.reward_kwargs.reward_style == "signed"
+
+
+def test_task_body_refuses_an_unknown_task():
+    result = subprocess.run(["bash", str(RECIPES / "common_task.sh")], capture_output=True, text=True, timeout=30,
+                            env={"PATH": os.environ["PATH"], "DRY_RUN": "1", "TASK": "chess", "ADV_ESTIMATOR": "grpo"})
+    assert result.returncode == 2 and "TASK must be fc or code" in result.stderr

@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# grpo on code (tests run in a sandbox); see common_task.sh for the environment variables.
+# Extra Hydra overrides are passed through, e.g.  bash recipes/run_grpo_code.sh trainer.total_training_steps=10
+TASK=code ADV_ESTIMATOR=grpo exec bash "$(dirname "${BASH_SOURCE[0]}")/common_task.sh" "$@"

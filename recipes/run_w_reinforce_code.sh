@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# w_reinforce on code (tests run in a sandbox); see common_task.sh for the environment variables.
+# Extra Hydra overrides are passed through, e.g.  bash recipes/run_w_reinforce_code.sh trainer.total_training_steps=10
+TASK=code ADV_ESTIMATOR=w_reinforce exec bash "$(dirname "${BASH_SOURCE[0]}")/common_task.sh" "$@"
