@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -277,9 +278,13 @@ def test_window_and_batch_limit_settings(make_server, monkeypatch, capsys):
         ([5, 6, 7], {"top_p": 0.0}, "top_p=0.0"),
         ([5, 6, 7], {"temperature": -1.0}, "temperature=-1.0"),
         ([5, 6, 7], {"repetition_penalty": 1.2}, "repetition_penalty"),
+        ([5, 6, 7], {"stop_token_ids": [10_000]}, r"stop_token_ids \[10000\]"),
+        ([5, 6, 7], {"stop_token_ids": ["x"]}, "stop_token_ids"),
+        ([5, 6, 7], {"stop": ["</tool_call>"]}, "stop strings are not supported"),
     ],
     ids=["empty", "too_long", "max_tokens_0", "max_tokens_neg", "max_new_tokens_0", "max_tokens_str", "n_over_limit",
-         "n_2", "n_0", "token_too_big", "token_negative", "top_p_0", "temperature_neg", "repetition_penalty"],
+         "n_2", "n_0", "token_too_big", "token_negative", "top_p_0", "temperature_neg", "repetition_penalty",
+         "stop_token_id_too_big", "stop_token_id_str", "stop_strings"],
 )
 def test_bad_request_fails_alone(make_server, prompt, params, message):
     server = make_server(max_batch=4, window=0.05)
@@ -371,3 +376,62 @@ def test_cancelled_request_does_not_block_others(make_server):
     doomed, done = asyncio.run(run())
     assert doomed.cancelled() and all(len(o.token_ids) >= 1 for o in done)
     assert server.get_stats()["max_batch"] == 3  # the cancelled request was not decoded
+
+
+# --- multi-turn: a sample's next turn is a new request whose prompt extends its previous prompt + output -----------
+
+
+def test_multiturn_follow_up_requests(make_server, capsys):
+    """veRL's tool agent loop sends turn 2 as prompt + turn-1 output + tool output: such requests are decoded like
+    any other (log-probs equal the forward recomputation on the grown prompt), are counted as follow-up turns, do
+    not raise the next round's expected burst, and a lone follow-up is decoded after one quiet window instead of
+    waiting the maximum time for a burst."""
+    server = make_server(window=0.02, max_wait=3.0)
+    weights = {k: v for k, v in server.model.state_dict().items() if k != "lm_head.weight"}
+    tool_output = [11, 12, 13, 14]
+
+    async def episode(prompt, name):
+        first = await server.generate(prompt, SAMPLED, f"{name}-1")
+        grown = prompt + first.token_ids + tool_output
+        second = await server.generate(grown, SAMPLED, f"{name}-2")
+        return grown, second
+
+    async def step(prompts):
+        return await asyncio.gather(*[episode(p, str(i)) for i, p in enumerate(prompts)])
+
+    prompts = [p[:10] for p in _prompts(4, seed=8)]
+    outs = asyncio.run(step(prompts))
+    for grown, second in outs:
+        ref = _forward_logprobs(server.model, grown, second.token_ids, SAMPLED["temperature"])
+        assert float((torch.tensor(second.log_probs) - ref).abs().max()) < 1e-5
+        assert len(grown) + len(second.token_ids) <= PROMPT_LENGTH + RESPONSE_LENGTH
+    assert server._round.requests == 8 and server._round.follow_ups == 4
+    server.update_weights(weights, global_steps=1)
+    assert "follow_up_turns 4" in capsys.readouterr().out
+    assert server._expected_round == 4  # first turns only
+
+    async def burst_then_lone_follow_up():
+        firsts = await asyncio.gather(*[server.generate(p, SAMPLED, str(i)) for i, p in enumerate(prompts)])
+        start = time.perf_counter()
+        await server.generate(prompts[0] + firsts[0].token_ids + tool_output, SAMPLED, "lone")
+        return time.perf_counter() - start
+
+    batches = server.get_stats()["batches"]
+    waited = asyncio.run(burst_then_lone_follow_up())
+    assert server.get_stats()["batches"] == batches + 2  # the burst in one batch, the follow-up alone
+    assert waited < 1.5, f"a lone follow-up waited {waited:.2f} s (max wait 3 s)"
+
+
+def test_stop_token_ids_end_a_request(make_server):
+    """``stop_token_ids`` (tool parsers such as Gemma's add their closing token) end the sequence after that
+    token, which is kept, even with ``ignore_eos``; other requests of the batch are not affected."""
+    server = make_server()
+    prompts = _prompts(3, seed=9)
+    free = asyncio.run(_generate_all(server, prompts, [dict(GREEDY, ignore_eos=True)] * 3))
+    stop = free[0].token_ids[2]
+    params = [dict(GREEDY, ignore_eos=True, stop_token_ids=[stop]), dict(GREEDY, ignore_eos=True),
+              dict(GREEDY, ignore_eos=True)]
+    stopped = asyncio.run(_generate_all(make_server(), prompts, params))
+    cut = free[0].token_ids.index(stop) + 1
+    assert stopped[0].token_ids == free[0].token_ids[:cut] and len(stopped[0].log_probs) == cut
+    assert [o.token_ids for o in stopped[1:]] == [o.token_ids for o in free[1:]]

@@ -6,8 +6,8 @@ contract with ``transformers``:
 
 * :class:`HFRolloutServer` — a Ray actor per replica holding a copy of the policy. Requests are queued and
   served in batches: requests that arrive together and share sampling settings are decoded together
-  (left-padded, one KV cache), with temperature / top-p / top-k / max tokens / stop on EOS, and the
-  per-token log-probs of the sampled tokens under ``logits / temperature`` (what veRL's actor computes).
+  (left-padded, one KV cache), with temperature / top-p / top-k / max tokens / stop on EOS and on the
+  request's ``stop_token_ids`` (the stop token is kept in the output, as vLLM does), and the per-token log-probs of the sampled tokens under ``logits / temperature`` (what veRL's actor computes).
 * :class:`HFReplica` — the ``RolloutReplica`` that launches one server per replica (hybrid mode: a replica
   per ``tensor_model_parallel_size`` trainer ranks; on CPU that is 1, so one replica per rank).
 * :class:`HFServerAdapter` — the ``BaseRollout`` living in each trainer worker; at every weight sync it
@@ -18,7 +18,10 @@ Batching. veRL's agent loop sends one request per sample, concurrently, but spre
 holds a full batch, the maximum wait has passed, or no new request has arrived for one collection window once
 the round (the requests since the last weight sync) has had as many requests as the previous round; then it
 decodes up to the maximum batch size of the queued requests, grouped by sampling settings. Requests arriving
-meanwhile queue for the next batch. A request is answered as soon as its own sequence ends (the agent loop
+meanwhile queue for the next batch. Multi-turn agent loops (veRL's ``tool_agent``) send a sample's next turn
+as a new request whose prompt extends an earlier request's prompt and output: such follow-up requests do not
+count towards the round's expected burst (they trickle in as tool calls finish), so a batch of them closes after
+one quiet collection window instead of waiting for the burst. A request is answered as soon as its own sequence ends (the agent loop
 scores and stores it while the others decode), and finished rows leave the batch and its KV cache. Each request
 has its own random stream (seeded from the rollout seed, the replica, the training step and the prompt), so its
 tokens and log-probs are the same whether it is decoded alone or in a batch. At each weight sync the server
@@ -39,7 +42,8 @@ actors):
   0.73 vs 0.66 s).
 
 Bad input (an empty prompt, token ids outside the vocabulary, a prompt that leaves no room in the context,
-``max_tokens`` <= 0, ``n`` other than 1 — the agent loop sends ``rollout.n`` separate requests — or above the
+``max_tokens`` <= 0, stop token ids outside the vocabulary, stop strings (``stop``: not supported),
+``n`` other than 1 — the agent loop sends ``rollout.n`` separate requests — or above the
 batch limit, unsupported sampling parameters) fails that request alone, with a ``ValueError`` naming the
 problem, raised to the agent loop before it is queued. Should a batch still fail while decoding, its requests
 are retried one by one so that only the failing one gets the exception.
@@ -49,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import numbers
 import os
 import threading
 import time
@@ -169,6 +174,7 @@ class _Request:
     settings: SamplingSettings
     want_logprobs: bool
     future: asyncio.Future
+    stop_token_ids: frozenset[int] = frozenset()  # besides EOS; honoured even with ignore_eos, as in vLLM
     token_ids: list[int] = field(default_factory=list)
     log_probs: list[float] = field(default_factory=list)
     # the request's own random stream: its tokens do not depend on which requests share its batch
@@ -262,7 +268,8 @@ def generate_batch(
                 continue
             r.token_ids.append(token)
             r.log_probs.append(logprob)
-            if (token in eos_token_ids and not settings.ignore_eos) or len(r.token_ids) >= r.max_tokens:
+            if ((token in eos_token_ids and not settings.ignore_eos) or token in r.stop_token_ids
+                    or len(r.token_ids) >= r.max_tokens):
                 finished[i] = True
                 if on_finished is not None:
                     on_finished(r)
@@ -288,14 +295,16 @@ class RoundTimes:
     """What one rollout round (the requests between two weight syncs) cost the server; printed at each sync."""
 
     requests: int = 0
+    follow_ups: int = 0  # requests continuing an earlier request of the round (a multi-turn sample's next turn)
     batches: int = 0
     decode_s: float = 0.0
     first_arrival: Optional[float] = None
     last_arrival: Optional[float] = None
     last_decoded: Optional[float] = None
 
-    def arrived(self) -> None:
+    def arrived(self, follow_up: bool = False) -> None:
         self.requests += 1
+        self.follow_ups += int(follow_up)
         self.last_arrival = time.perf_counter()
         if self.first_arrival is None:
             self.first_arrival = self.last_arrival
@@ -309,7 +318,7 @@ class RoundTimes:
         span = (self.last_decoded or self.first_arrival) - self.first_arrival
         return (f"requests {self.requests} in {self.batches} batches, decode_s {self.decode_s:.3f}, "
                 f"first_request_to_last_token_s {span:.3f}, arrivals_span_s "
-                f"{self.last_arrival - self.first_arrival:.3f}")
+                f"{self.last_arrival - self.first_arrival:.3f}, follow_up_turns {self.follow_ups}")
 
 
 def _resolve(request: _Request) -> None:
@@ -352,12 +361,13 @@ class HFRolloutServer:
         self.base_seed = int(getattr(config, "seed", 0) or 0)
         self.generator = torch.Generator().manual_seed(self.base_seed + 1000 * replica_rank)
         self._occurrences: dict[tuple[int, ...], int] = {}  # per prompt since the last weight sync
+        self._finished: dict[int, set[int]] = {}  # length -> hashes of prompt + output of this round's requests
         self._queue: list[_Request] = []
         self._loop_task: Optional[asyncio.Task] = None
         self._model_lock = threading.Lock()
         self.stats = {"requests": 0, "batches": 0, "weight_updates": 0, "rejected": 0, "failed": 0, "max_batch": 0}
         self._round = RoundTimes()
-        self._expected_round = 0  # requests of the previous round (between two weight syncs)
+        self._expected_round = 0  # first-turn requests of the previous round (between two weight syncs)
         print(
             f"[verl_resrl hf] rollout server {replica_rank}: torch threads {torch.get_num_threads()} "
             f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}), batch window {self.batch_window_s}s, "
@@ -419,6 +429,17 @@ class HFRolloutServer:
                 f"hf rollout: n={n}: a request returns one sequence (veRL sends rollout.n separate requests)"
             )
 
+    def _stop_token_ids(self, params: dict[str, Any]) -> frozenset[int]:
+        if params.get("stop"):
+            raise ValueError(f"hf rollout: stop strings are not supported (stop={params['stop']!r}); "
+                             "use stop_token_ids")
+        ids = params.get("stop_token_ids") or []
+        vocab = self.model.get_input_embeddings().num_embeddings
+        bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, numbers.Integral) or not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"hf rollout: stop_token_ids {bad[:5]} are not token ids of the vocabulary [0, {vocab})")
+        return frozenset(int(t) for t in ids)
+
     def _make_request(self, prompt_ids, sampling_params: dict[str, Any], request_id: str) -> _Request:
         """Validate one request and give it its random stream; raises ``ValueError`` on bad input."""
         prompt_ids = [int(t) for t in prompt_ids]
@@ -427,6 +448,7 @@ class HFRolloutServer:
         self._check_n(params)
         max_tokens = self._max_tokens(len(prompt_ids), params)
         settings = SamplingSettings.from_params(params)
+        stop_token_ids = self._stop_token_ids(params)
         occurrence = self._occurrences.get(tuple(prompt_ids), 0)
         self._occurrences[tuple(prompt_ids)] = occurrence + 1
         seed = request_seed(self.base_seed, self.replica_rank, self.global_steps, prompt_ids, occurrence)
@@ -439,6 +461,7 @@ class HFRolloutServer:
             settings=settings,
             want_logprobs=bool(params.get("logprobs", False)),
             future=asyncio.get_running_loop().create_future(),
+            stop_token_ids=stop_token_ids,
         )
 
     async def generate(self, prompt_ids, sampling_params: dict[str, Any], request_id: str, **kwargs):
@@ -457,16 +480,23 @@ class HFRolloutServer:
             raise
         self._queue.append(request)
         self.stats["requests"] += 1
-        self._round.arrived()
+        self._round.arrived(follow_up=self._is_follow_up(request.prompt_ids))
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.create_task(self._serve())
         await request.future
+        sequence = request.prompt_ids + request.token_ids
+        self._finished.setdefault(len(sequence), set()).add(hash(tuple(sequence)))
         return token_output_cls(
             token_ids=request.token_ids,
             log_probs=request.log_probs if request.want_logprobs else None,
             stop_reason="completed",
             extra_fields={"global_steps": self.global_steps},
         )
+
+    def _is_follow_up(self, prompt_ids: list[int]) -> bool:
+        """Whether ``prompt_ids`` extends the prompt + output of a request that ended in this round."""
+        return any(length < len(prompt_ids) and hash(tuple(prompt_ids[:length])) in hashes
+                   for length, hashes in self._finished.items())
 
     async def _serve(self) -> None:
         """Drain the queue: collect simultaneous requests (:meth:`_collect`), then decode them in batches."""
@@ -493,7 +523,8 @@ class HFRolloutServer:
         """Wait until the queue holds a full batch, the maximum wait has passed since collecting began, or no
         new request arrived for one window once this round has had as many requests as the previous round
         (veRL sends a step's requests in one burst, which a busy agent loop can spread over a few hundred ms:
-        decoding the first arrivals alone would split the step into several batches)."""
+        decoding the first arrivals alone would split the step into several batches). Follow-up turns of
+        multi-turn samples are not part of the burst and do not count."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         while len(self._queue) < self.max_batch_size:
@@ -502,7 +533,8 @@ class HFRolloutServer:
             if left <= 0:
                 break
             await asyncio.sleep(min(self.batch_window_s, left))
-            if len(self._queue) == seen and self._round.requests >= self._expected_round:
+            first_turns = self._round.requests - self._round.follow_ups
+            if len(self._queue) == seen and first_turns >= self._expected_round:
                 break
 
     async def _run_batch(self, batch: list[_Request]) -> None:
@@ -556,9 +588,10 @@ class HFRolloutServer:
                     own[name].copy_(tensor.to(own[name].dtype))
         self.stats["weight_updates"] += 1
         self._occurrences.clear()
+        self._finished.clear()
         if self._round.requests:
             print(f"[verl_resrl hf] rollout server {self.replica_rank} round: {self._round.summary()}", flush=True)
-            self._expected_round = self._round.requests
+            self._expected_round = self._round.requests - self._round.follow_ups
         self._round = RoundTimes()
         if global_steps is not None:
             self.global_steps = global_steps
