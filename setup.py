@@ -8,6 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["verl_resrl", "verl_resrl.*"]),
+    package_data={"verl_resrl.demo": ["*.yaml"]},
     install_requires=[
         "verl[verl-core]>=0.9.1,<0.10",
         "torch",
