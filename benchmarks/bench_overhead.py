@@ -3,8 +3,8 @@
     python benchmarks/bench_overhead.py                    # CPU: small Qwen2, 8 micro-batches of 4 x 96 tokens
     python benchmarks/bench_overhead.py --device cuda      # GPU: random-init Qwen3-4B shape, bf16, 4 x 4608 tokens
 
-The pass is what veRL's actor does for old log-probs: a no-grad forward per micro-batch and the log-prob of
-each response token. With ResRL, a forward hook keeps one layer's output, the response states are cut out
+The pass is what veRL's actor does for old log-probs: a no-grad forward per micro-batch (``use_cache=False``, as
+veRL passes it: no KV cache is built) and the log-prob of each response token. With ResRL, a forward hook keeps one layer's output, the response states are cut out
 and each group's residuals are computed as soon as its samples have passed (the package's own capture and
 streaming code). Groups of 4 responses, 2 of them positive, spread over consecutive micro-batches. Prints
 both times, the ratio, peak memory per micro-batch with and without, and writes JSON.
@@ -13,6 +13,7 @@ both times, the ratio, peak memory per micro-batch with and without, and writes 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -26,27 +27,45 @@ from verl_resrl.core.capture import HiddenStateCapture
 from verl_resrl.core.streaming import StreamingGroupResiduals
 
 
-def build_model(device, shape):
+def qwen3_4b_config(num_hidden_layers: int = 36):
+    """Qwen3-4B's architecture (random init: enough for time and memory), sdpa attention."""
+    from transformers import Qwen3Config
+
+    return Qwen3Config(vocab_size=151936, hidden_size=2560, intermediate_size=9728,
+                       num_hidden_layers=num_hidden_layers, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                       max_position_embeddings=8192, attn_implementation="sdpa", torch_dtype="bfloat16")
+
+
+def build_model(device, shape, num_hidden_layers=None, dtype=None):
+    """Random-init ``qwen3-4b`` (bf16), ``tiny-qwen3`` or ``small-qwen2`` (fp32) in eval mode on ``device``."""
     from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     if shape == "qwen3-4b":
-        config = Qwen3Config(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
-                             num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=8192,
-                             attn_implementation="sdpa", torch_dtype="bfloat16")
-        cls, dtype = Qwen3ForCausalLM, torch.bfloat16
+        config = qwen3_4b_config(num_hidden_layers or 36)
+        cls, default_dtype = Qwen3ForCausalLM, torch.bfloat16
+    elif shape == "tiny-qwen3":
+        config = Qwen3Config(vocab_size=512, hidden_size=128, intermediate_size=384,
+                             num_hidden_layers=num_hidden_layers or 4, num_attention_heads=4, num_key_value_heads=2,
+                             head_dim=32, max_position_embeddings=512, attn_implementation="sdpa")
+        cls, default_dtype = Qwen3ForCausalLM, torch.float32
     else:
-        config = Qwen2Config(vocab_size=512, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                             attn_implementation="sdpa")
-        cls, dtype = Qwen2ForCausalLM, torch.float32
+        config = Qwen2Config(vocab_size=512, hidden_size=128, intermediate_size=384,
+                             num_hidden_layers=num_hidden_layers or 4, num_attention_heads=4, num_key_value_heads=2,
+                             max_position_embeddings=512, attn_implementation="sdpa")
+        cls, default_dtype = Qwen2ForCausalLM, torch.float32
     with torch.device(device):
-        model = cls(config).to(dtype)
+        model = cls(config).to(dtype or default_dtype)
     return model.eval()
 
 
-def old_log_prob_pass(model, batches, response_len, resrl: ResRLConfig | None, groups, positive):
-    """Forward every micro-batch; return (seconds, peak bytes per micro-batch, streamed residual count)."""
+def old_log_prob_pass(model, batches, response_len, resrl: ResRLConfig | None, groups, positive, autocast_dtype=None):
+    """Forward every micro-batch; return (seconds, peak bytes per micro-batch, the residual stream or None).
+
+    ``autocast_dtype`` runs each micro-batch (forward, log-probs, residuals) inside ``torch.autocast`` as veRL's
+    FSDP actor does (bf16 unless ``mixed_precision.param_dtype`` is changed).
+    """
     device = batches[0].device
+    autocast = (lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype else contextlib.nullcontext
     capture = HiddenStateCapture(model, resrl.hidden_layer) if resrl else None
     stream = None
     if resrl:
@@ -61,12 +80,12 @@ def old_log_prob_pass(model, batches, response_len, resrl: ResRLConfig | None, g
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             if capture is not None:
                 with capture.armed():
-                    logits = model(input_ids=ids).logits
+                    logits = model(input_ids=ids, use_cache=False).logits
             else:
-                logits = model(input_ids=ids).logits
+                logits = model(input_ids=ids, use_cache=False).logits
             resp_logits = logits[:, -response_len - 1 : -1].float()
             log_probs = torch.log_softmax(resp_logits, dim=-1).gather(-1, ids[:, -response_len:, None]).squeeze(-1)
             del logits, resp_logits, log_probs
@@ -80,7 +99,8 @@ def old_log_prob_pass(model, batches, response_len, resrl: ResRLConfig | None, g
         if device.type == "cuda":
             peaks.append(torch.cuda.max_memory_allocated() - base)
     if stream is not None:
-        stream.finish()
+        with autocast():
+            stream.finish()
     sync()
     return time.perf_counter() - start, max(peaks) if peaks else 0, stream
 
