@@ -5,19 +5,23 @@
 * ``model/`` — a byte-level BPE tokenizer whose ChatML chat template renders tools (their names, in a system
   turn), assistant tool calls in the Hermes format (``<tool_call>{"name": ..., "arguments": ...}</tool_call>``)
   and tool results as Qwen2.5 does (a user turn holding ``<tool_response>...</tool_response>``), and a tiny
-  ``Qwen2ForCausalLM`` given a short supervised warm-up on two kinds of answers in equal shares:
-  a call ``calculator(expression)`` followed, after the tool's result, by ``Answer: <result>``; or the
-  demo task's own chain of thought. Sampled at temperature 1 it calls the tool in about half of its responses,
-  copies the expression imperfectly and often gets the direct answers wrong, so groups mix correct and wrong
+  ``Qwen2ForCausalLM`` (0.1 M parameters) given a short supervised warm-up on two kinds of answers: a call
+  ``calculator(expression)`` followed, after the tool's result, by ``Answer: <result>`` (70 %), or the demo
+  task's own chain of thought. Sampled at temperature 1 it calls the tool in part of its responses, copies
+  expression and result imperfectly and gets some direct answers wrong, so groups mix correct and wrong
   responses, with and without tool output inside them;
-* ``train.parquet`` / ``val.parquet`` — demo-task prompts (:mod:`verl_resrl.demo.task`, whose
-  ``compute_score`` is the reward: the decoded response must end with ``Answer: <value>``);
+* ``train.parquet`` / ``val.parquet`` — demo-task problems of two terms up to 9 (:mod:`verl_resrl.demo.task`,
+  whose ``compute_score`` is the reward: the decoded response must end with ``Answer: <value>``);
 * ``manifest.json`` — the build settings, the warm-up losses and the sha256 of the weights; a second call with
   the same settings reuses the build.
 
 The warm-up sequences are built with veRL's own Continuous Token builder (the one its agent loop uses for a
 ``qwen2`` model), so the prompt, the inserted turn boundary and the tool turn are token for token what the
-agent loop will feed the model. :func:`tool_agent_overrides` gives the ``main_ppo`` overrides of a run.
+agent loop will feed the model. :func:`tool_agent_overrides` gives the ``main_ppo`` overrides of a run;
+
+    python -m verl_resrl.cpu.launch $(python -m verl_resrl.demo.tool_task OUT_DIR) algorithm.adv_estimator=resrl
+
+trains it on CPU.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ class ToolTaskConfig:
     n_terms: int = 2
     n_train: int = 128
     n_val: int = 16
-    tool_share: float = 0.5  # share of warm-up answers that call the calculator
+    tool_share: float = 0.7  # share of warm-up answers that call the calculator
     vocab_size: int = 360
     hidden_size: int = 64
     intermediate_size: int = 128
@@ -236,27 +240,46 @@ def build_tool_assets(out_dir, config: ToolTaskConfig = ToolTaskConfig(), log=pr
     return assets
 
 
+def multi_turn_overrides(tool_config_path: str = TOOL_CONFIG_PATH, max_assistant_turns: int = 2) -> list[str]:
+    """``main_ppo`` overrides that run veRL's tool agent loop with the tools of ``tool_config_path``."""
+    return [
+        "actor_rollout_ref.rollout.multi_turn.enable=True",
+        "actor_rollout_ref.rollout.multi_turn.format=hermes",
+        f"actor_rollout_ref.rollout.multi_turn.tool_config_path={tool_config_path}",
+        f"actor_rollout_ref.rollout.multi_turn.max_assistant_turns={max_assistant_turns}",
+        "actor_rollout_ref.rollout.agent.default_agent_loop=tool_agent",
+    ]
+
+
 def tool_agent_overrides(assets: ToolAssets, max_assistant_turns: int = 2) -> list[str]:
-    """``main_ppo`` overrides that run the tool agent loop with the calculator on ``assets``' data."""
+    """``main_ppo`` overrides for ``assets``' data, model and reward under the tool agent loop."""
     return [
         f"data.train_files={assets.train_files}",
         f"data.val_files={assets.val_files}",
         f"actor_rollout_ref.model.path={assets.model_path}",
         f"reward.custom_reward_function.path={assets.reward_path}",
         f"reward.custom_reward_function.name={assets.reward_name}",
-        "actor_rollout_ref.rollout.multi_turn.enable=True",
-        "actor_rollout_ref.rollout.multi_turn.format=hermes",
-        f"actor_rollout_ref.rollout.multi_turn.tool_config_path={assets.tool_config_path}",
-        f"actor_rollout_ref.rollout.multi_turn.max_assistant_turns={max_assistant_turns}",
-        "actor_rollout_ref.rollout.agent.default_agent_loop=tool_agent",
+        *multi_turn_overrides(assets.tool_config_path, max_assistant_turns),
     ]
 
 
+def cpu_demo_overrides(assets: ToolAssets, steps: int = 2) -> list[str]:
+    """Every ``main_ppo`` override of a small CPU run of the tool task (after :func:`cpu_overrides`)."""
+    from verl_resrl.cpu.launch import tiny_grpo_overrides
+
+    return tiny_grpo_overrides(assets, steps=steps, response_length=64) + multi_turn_overrides(assets.tool_config_path)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    import sys
+
+    parser = argparse.ArgumentParser(description="Build the tool task's assets; print the main_ppo overrides of a "
+                                                 "CPU run, one per line (for python -m verl_resrl.cpu.launch).")
     parser.add_argument("out_dir")
+    parser.add_argument("--steps", type=int, default=2)
     args = parser.parse_args()
-    print(json.dumps(asdict(build_tool_assets(args.out_dir)), indent=2))
+    assets = build_tool_assets(args.out_dir, log=lambda line: print(line, file=sys.stderr))
+    print("\n".join(cpu_demo_overrides(assets, args.steps)))
 
 
 if __name__ == "__main__":
