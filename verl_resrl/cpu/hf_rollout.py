@@ -9,7 +9,10 @@ contract with ``transformers``:
   (left-padded, one KV cache), with temperature / top-p / top-k / max tokens / stop on EOS and on the
   request's ``stop_token_ids`` (the stop token is kept in the output, as vLLM does), and the per-token log-probs of the sampled tokens under ``logits / temperature`` (what veRL's actor computes).
 * :class:`HFReplica` — the ``RolloutReplica`` that launches one server per replica (hybrid mode: a replica
-  per ``tensor_model_parallel_size`` trainer ranks; on CPU that is 1, so one replica per rank).
+  per ``tensor_model_parallel_size`` trainer ranks, default 1 on CPU: one replica per rank). The model is
+  never sharded: with ``tensor_model_parallel_size=N`` one server serves N trainer ranks, which makes a
+  step's rollouts the same for any number of trainer ranks that is a multiple of N (each request's random
+  stream depends on its replica).
 * :class:`HFServerAdapter` — the ``BaseRollout`` living in each trainer worker; at every weight sync it
   receives the trainer's full (un-sharded) parameters and pushes them to its replica's server.
 
@@ -654,12 +657,8 @@ def _replica_class():
         """Launches one :class:`HFRolloutServer` per replica (single-process replicas only)."""
 
         async def launch_servers(self):
-            if self.world_size != 1:
-                raise ValueError(
-                    "rollout name 'hf' runs each replica in one process: set "
-                    "actor_rollout_ref.rollout.tensor_model_parallel_size=1 (and data/pipeline parallel size 1); "
-                    f"got a rollout world size of {self.world_size}"
-                )
+            # One process per replica whatever its world size: the replica's other trainer ranks only take part
+            # in the weight sync (HFServerAdapter._has_server).
             name = f"{SERVER_NAME_PREFIX}server{'_reward' if self.is_reward_model else ''}"
             name += f"{'_teacher' if self.is_teacher_model else ''}_{self.replica_rank}{self.name_suffix}"
             server = (
