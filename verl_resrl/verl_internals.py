@@ -204,3 +204,22 @@ declare("no_padding_2_padding", "verl.workers.utils.padding", "no_padding_2_padd
         "cuts log-probs - integration/worker.py", ("tensor", "data"),
         uses=("response_lens = attention_mask[:, prompt_ids.shape[1] :].sum(dim=1)",
               "values[seq_offset - resp_len - 1 : seq_offset - 1]"))
+
+# Demo task with a calculator tool for veRL's multi-turn tool agent loop (verl_resrl/demo).
+declare("demo.BaseTool", "verl.tools.base_tool", "BaseTool",
+        "base class of the calculator tool; the tool agent loop calls execute(instance_id, parameters, ...) "
+        "- demo/calculator_tool.py")
+declare("demo.BaseTool.execute", "verl.tools.base_tool", "BaseTool.execute",
+        "overridden by the calculator tool - demo/calculator_tool.py", ("self", "instance_id", "parameters"))
+declare("demo.OpenAIFunctionToolSchema", "verl.tools.schemas", "OpenAIFunctionToolSchema",
+        "the calculator's OpenAI function schema - demo/calculator_tool.py")
+declare("demo.ToolResponse", "verl.tools.schemas", "ToolResponse", "what the calculator returns - demo/calculator_tool.py")
+declare("demo.create_continuous_token_builder", "verl.utils.tokenizer.continuous_token_wiring",
+        "create_continuous_token_builder",
+        "the agent loop's tokenization of prompts, tool turns and turn boundaries, used to build the tool "
+        "policy's warm-up episodes exactly as the agent loop will feed them - demo/tool_task.py",
+        ("tokenizer", "hf_model_type"))
+declare("demo.HermesToolParser", "verl.experimental.agent_loop.tool_parser", "HermesToolParser",
+        "multi_turn.format=hermes: the tool call format the tool policy is taught - demo/tool_task.py",
+        uses=('regex.compile(r"<tool_call>(.*?)</tool_call>", regex.DOTALL)',
+              'name, arguments = function_call["name"], function_call["arguments"]'))

@@ -17,8 +17,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from verl.tools.base_tool import BaseTool
-from verl.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
+from verl_resrl import verl_internals
+
+BaseTool = verl_internals.resolve("demo.BaseTool")
+OpenAIFunctionToolSchema = verl_internals.resolve("demo.OpenAIFunctionToolSchema")
+ToolResponse = verl_internals.resolve("demo.ToolResponse")
 
 TOOL_NAME = "calculator"
 TOOL_CONFIG_PATH = str(Path(__file__).with_name("calculator_tool.yaml"))
@@ -37,8 +40,8 @@ TOOL_SCHEMA = {
     },
 }
 
-_EXPRESSION = re.compile(rf"\d{{1,{MAX_DIGITS_PER_TERM}}}(?:[+-]\d{{1,{MAX_DIGITS_PER_TERM}}})*")
-_TERM = re.compile(r"[+-]?\d+")
+_EXPRESSION = re.compile(rf"[0-9]{{1,{MAX_DIGITS_PER_TERM}}}(?:[+-][0-9]{{1,{MAX_DIGITS_PER_TERM}}})*")
+_TERM = re.compile(r"[+-]?[0-9]+")
 
 
 def evaluate_expression(expression: Any) -> int:
@@ -66,13 +69,13 @@ def calculator_response(parameters: Any) -> str:
 class CalculatorTool(BaseTool):
     """Stateless calculator; reward 0 per call (the task's reward scores the final answer)."""
 
-    def __init__(self, config: dict, tool_schema: OpenAIFunctionToolSchema | None = None):
+    def __init__(self, config: dict, tool_schema=None):
         self.tool_schema = tool_schema or OpenAIFunctionToolSchema.model_validate(TOOL_SCHEMA)
         super().__init__(config, self.tool_schema)
 
-    def get_openai_tool_schema(self) -> OpenAIFunctionToolSchema:
+    def get_openai_tool_schema(self):
         return self.tool_schema
 
-    async def execute(self, instance_id: str, parameters: dict[str, Any], **kwargs) -> tuple[ToolResponse, float, dict]:
+    async def execute(self, instance_id: str, parameters: dict[str, Any], **kwargs) -> tuple[Any, float, dict]:
         text = calculator_response(parameters)
         return ToolResponse(text=text), 0.0, {"error": text.startswith("error:")}

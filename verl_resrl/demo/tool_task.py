@@ -199,7 +199,10 @@ def _sha256(path: Path) -> str:
 def build_tool_assets(out_dir, config: ToolTaskConfig = ToolTaskConfig(), log=print) -> ToolAssets:
     """Write (or reuse, when the manifest matches ``config`` and the weights' sha256) the assets in ``out_dir``."""
     import torch
-    from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder
+
+    from verl_resrl import verl_internals
+
+    create_continuous_token_builder = verl_internals.resolve("demo.create_continuous_token_builder")
 
     out = Path(out_dir)
     model_dir = out / "model"
