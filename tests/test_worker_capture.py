@@ -39,6 +39,14 @@ def make_rollouts(groups=4, n=4, seed=0):
     return prompts, responses, uids, positive
 
 
+def positive_tokens(responses, uids, positive) -> dict:
+    """Positive tokens per group: the randomized range finder runs where this exceeds rank + oversample."""
+    out = {}
+    for r, u, p in zip(responses, uids, positive.tolist()):
+        out[u] = out.get(u, 0) + (len(r) if p else 0)
+    return out
+
+
 def rank_batch(prompts, responses, idx, micro, dynamic):
     from verl.utils import tensordict_utils as tu
 
@@ -144,7 +152,8 @@ def test_packed_padding_tail_is_removed(model):
 
 def test_residuals_do_not_depend_on_micro_batching_dynamic_bsz_or_dp_split(model):
     prompts, responses, uids, positive = make_rollouts(groups=4, n=4)
-    config = ResRLConfig(rank=8)
+    config = ResRLConfig(rank=4, oversample=4)
+    assert max(positive_tokens(responses, uids, positive).values()) > 8  # the randomized range finder runs
     everything = list(range(len(uids)))
     reference = run_rank(model, prompts, responses, uids, positive, everything, config, micro=16)
     variants = [
@@ -170,7 +179,8 @@ def test_residuals_do_not_depend_on_micro_batching_dynamic_bsz_or_dp_split(model
 
 def test_streaming_equals_one_batched_call(model):
     prompts, responses, uids, positive = make_rollouts(groups=3, n=4, seed=1)
-    config = ResRLConfig(rank=4)
+    config = ResRLConfig(rank=4, oversample=4)
+    assert max(positive_tokens(responses, uids, positive).values()) > 8  # the randomized range finder runs
     got = run_rank(model, prompts, responses, uids, positive, list(range(len(uids))), config, micro=3)
     width = max(len(r) for r in responses)
     hidden = torch.zeros(len(uids), width, 48)
