@@ -19,8 +19,12 @@ setup(
         "pyarrow",
     ],
     extras_require={
-        # What veRL 0.9.1 pins for its own `vllm` extra, plus flash-attn for the FSDP actor.
-        "gpu": ["verl[vllm]>=0.9.1,<0.10", "vllm==0.24.0", "flash-attn"],
+        # The GPU stack as veRL 0.9.1 pins it in its own extras (tests/test_install_extras.py checks them).
+        # `gpu`: torch 2.11.0, transformers 5.9.0, vLLM 0.24.0 -- wheels only.
+        "gpu": ["verl[vllm]==0.9.1"],
+        # `flash-attn`: flash-attn 2.8.3, a source package whose build imports torch: install it after `gpu`, on a
+        # CUDA machine, with `pip install --no-build-isolation`.
+        "flash-attn": ["verl[flash-attn-cu130torch211]==0.9.1"],
         "test": ["pytest", "tokenizers", "transformers", "matplotlib"],
     },
     entry_points={"verl.plugins": ["resrl = verl_resrl.plugin"]},
