@@ -160,7 +160,12 @@ declare("PPOTrainer._compute_old_log_prob", "verl.trainer.ppo.v1.trainer_base", 
         "residuals - integration/trainer.py", ("self", "batch", "metrics"))
 declare("PPOTrainer._compute_advantage", "verl.trainer.ppo.v1.trainer_base", "PPOTrainer._compute_advantage",
         "V1 fetches a fixed field list; the wrapper fetches the residual fields for compute_advantage "
-        "- integration/trainer.py", ("self", "batch", "metrics"))
+        "(and, with resrl.dump_dir, uid / input_ids / response_mask for the dump) - integration/trainer.py",
+        ("self", "batch", "metrics"))
+declare("v1.agent_loop_tq.input_ids", "verl.trainer.ppo.v1.agent_loop_tq", "AgentLoopWorkerTQ",
+        "the resrl.dump_dir dump reads each V1 sample's input_ids from TransferQueue: prompt + response ids, "
+        "unpadded - integration/trainer.py",
+        uses=("input_ids = torch.cat([prompts, responses], dim=0)", 'field["input_ids"] = input_ids'))
 declare("PPOTrainer._get_required_batch_multiple", "verl.trainer.ppo.v1.trainer_base",
         "PPOTrainer._get_required_batch_multiple", "same upsampling as veRL's V1 balancing - integration/trainer.py",
         ("self", "dp_size"))
