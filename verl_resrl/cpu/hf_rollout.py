@@ -7,7 +7,8 @@ contract with ``transformers``:
 * :class:`HFRolloutServer` — a Ray actor per replica holding a copy of the policy. Requests are queued and
   served in batches: requests that arrive together and share sampling settings are decoded together
   (left-padded, one KV cache), with temperature / top-p / top-k / max tokens / stop on EOS and on the
-  request's ``stop_token_ids`` (the stop token is kept in the output, as vLLM does), and the per-token log-probs of the sampled tokens under ``logits / temperature`` (what veRL's actor computes).
+  request's ``stop_token_ids`` (the stop token is kept in the output, as vLLM does), and the per-token
+  log-probs of the sampled tokens under ``logits / temperature`` (what veRL's actor computes).
 * :class:`HFReplica` — the ``RolloutReplica`` that launches one server per replica (hybrid mode: a replica
   per ``tensor_model_parallel_size`` trainer ranks, default 1 on CPU: one replica per rank). The model is
   never sharded: with ``tensor_model_parallel_size=N`` one server serves N trainer ranks, which makes a
@@ -23,9 +24,10 @@ the round (the requests since the last weight sync) has had as many requests as 
 decodes up to the maximum batch size of the queued requests, grouped by sampling settings. Requests arriving
 meanwhile queue for the next batch. Multi-turn agent loops (veRL's ``tool_agent``) send a sample's next turn
 as a new request whose prompt extends an earlier request's prompt and output: such follow-up requests do not
-count towards the round's expected burst (they trickle in as tool calls finish), so a batch of them closes after
-one quiet collection window instead of waiting for the burst. A request is answered as soon as its own sequence ends (the agent loop
-scores and stores it while the others decode), and finished rows leave the batch and its KV cache. Each request
+count towards the round's expected burst (they trickle in as tool calls finish), so a batch of them closes
+after one quiet collection window instead of waiting for the burst. A request is answered as soon as its own
+sequence ends (the agent loop scores and stores it while the others decode), and finished rows leave the
+batch and its KV cache. Each request
 has its own random stream (seeded from the rollout seed, the replica, the training step and the prompt), so its
 tokens and log-probs are the same whether it is decoded alone or in a batch. At each weight sync the server
 prints one line about the round that ended (requests, batches, decode time, first request to last token).
