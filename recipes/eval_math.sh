@@ -8,6 +8,7 @@
 #   TEMPERATURE (0.6)   TOP_P (0.95)   MAX_RESPONSE_LENGTH (8192)   MAX_PROMPT_LENGTH (2048)
 #   N_GPUS (8)   NNODES (1)   ROLLOUT_TP_SIZE (1)   GPU_MEMORY_UTILIZATION (0.85)   PYTHON (python3)
 #   COMPARE_WITH (space-separated earlier generation files, evaluated alongside for one table/plot)
+#   REWARD_FN (file defining compute_score for the scoring step; default: verl_resrl.evaluate's math reward)
 # Extra Hydra overrides for the generation step are passed through ("$@"). DRY_RUN=1 prints both commands.
 set -euo pipefail
 
@@ -26,6 +27,7 @@ ROLLOUT_TP_SIZE=${ROLLOUT_TP_SIZE:-1}
 GPU_MEMORY_UTILIZATION=${GPU_MEMORY_UTILIZATION:-0.85}
 PYTHON=${PYTHON:-python3}
 COMPARE_WITH=${COMPARE_WITH:-}
+REWARD_FN=${REWARD_FN:-}
 
 GENERATIONS="$OUTPUT_DIR/generations/${RUN_NAME}_n${N_SAMPLES}.parquet"
 MAX_MODEL_LEN=$((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH))
@@ -52,7 +54,12 @@ generate=(
     "$@"
 )
 read -r -a earlier <<<"$COMPARE_WITH"
-evaluate=("$PYTHON" -m verl_resrl.evaluate "${earlier[@]}" "$GENERATIONS" --out-dir "$OUTPUT_DIR/report")
+reward_args=()
+if [ -n "$REWARD_FN" ]; then
+    reward_args=(--reward-fn "$REWARD_FN")
+fi
+evaluate=("$PYTHON" -m verl_resrl.evaluate "${earlier[@]}" "$GENERATIONS" --out-dir "$OUTPUT_DIR/report"
+          "${reward_args[@]}")
 
 if [ "${DRY_RUN:-0}" = "1" ]; then
     printf '%q ' "${generate[@]}"; echo

@@ -80,3 +80,27 @@ def test_bad_files_are_named(tmp_path):
         prep.prepare(tmp_path / "out", [], ["simple_python"], data_dir=tmp_path)
     with pytest.raises(SystemExit, match="unknown categories"):
         prep.prepare(tmp_path / "out", ["simple_java"], [], data_dir=tmp_path)
+
+
+def test_evaluate_scores_prepared_rows_with_their_schemas(tmp_path):
+    """prepare -> generations -> ``verl_resrl.evaluate --reward-fn``: extra_info (the schemas) reaches the reward."""
+    prep.prepare(tmp_path / "data", [], ["simple_python"], limit=4)
+    rows = pd.read_parquet(tmp_path / "data" / "test.parquet")
+    responses = []
+    for _, row in rows.iterrows():
+        (name, arguments), = json.loads(row["reward_model"]["ground_truth"])[0].items()
+        call = {k: v[0] for k, v in arguments.items() if v and v[0] != ""}
+        right = f"<tool_call>\n{json.dumps({'name': name, 'arguments': call})}\n</tool_call>"
+        responses.append([right, "no call"])
+    rows["responses"] = responses
+    generations = tmp_path / "gen.parquet"
+    rows.to_parquet(generations)
+    result = subprocess.run([sys.executable, "-m", "verl_resrl.evaluate", str(generations), "--out-dir",
+                             str(tmp_path / "report"), "--reward-fn",
+                             str(REPO / "reward_fns" / "function_call_reward.py")],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    (run,) = metrics.values()
+    bench = run["bfcl_simple_python"]
+    assert bench["avg@2"] == pytest.approx(0.5) and bench["pass@2"] == pytest.approx(1.0)

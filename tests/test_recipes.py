@@ -174,3 +174,14 @@ def test_task_body_refuses_an_unknown_task():
     result = subprocess.run(["bash", str(RECIPES / "common_task.sh")], capture_output=True, text=True, timeout=30,
                             env={"PATH": os.environ["PATH"], "DRY_RUN": "1", "TASK": "chess", "ADV_ESTIMATOR": "grpo"})
     assert result.returncode == 2 and "TASK must be fc or code" in result.stderr
+
+
+@pytest.mark.parametrize("task, reward_file, lengths", [("fc", "function_call_reward.py", (4096, 1024)),
+                                                         ("code", "code_reward.py", (2048, 4096))])
+def test_task_eval_recipes_score_with_their_reward(task, reward_file, lengths):
+    generate, evaluate = dry_run(f"eval_{task}.sh", MODEL_PATH="/models/m", OUTPUT_DIR="/tmp/ev")
+    cfg = compose(overrides_after(generate, "verl.trainer.main_generation_server"))
+    assert cfg.data.train_files == str(Path.home() / "data" / f"resrl_{task}" / "test.parquet")
+    assert (cfg.data.max_prompt_length, cfg.data.max_response_length) == lengths
+    assert evaluate[1:3] == ["-m", "verl_resrl.evaluate"]
+    assert evaluate[-2:] == ["--reward-fn", str(REPO / "reward_fns" / reward_file)]

@@ -12,7 +12,8 @@ jsonl; one *run* each, e.g. one method), scores every response with the math rew
 Input rows (veRL's ``main_generation_server`` output works as is): ``data_source``, the ground truth
 (``reward_model.ground_truth`` or ``ground_truth``), the responses (``responses``: a list of n strings, or
 ``response``: one string per row), and optionally a prompt id (``extra_info.index``, ``index`` or ``uid``;
-default: the row number). Rows with the same (data_source, prompt id) are pooled.
+default: the row number). Rows with the same (data_source, prompt id) are pooled. A row's ``extra_info`` is
+passed to the reward (``--reward-fn``; the function-call reward reads the tool schemas from it).
 
 pass@k = 1 - C(n - c, k) / C(n, k) per prompt (c correct out of n), averaged over prompts (Chen et al. 2021).
 """
@@ -90,8 +91,8 @@ def read_rows(path: str | Path) -> list[dict]:
     raise ValueError(f"{path}: results must be .parquet or .jsonl")
 
 
-def samples_of(rows: list[dict], origin: str) -> list[tuple[str, str, str, str]]:
-    """``(data_source, prompt_id, ground_truth, response)`` for every response in ``rows``."""
+def samples_of(rows: list[dict], origin: str) -> list[tuple[str, str, str, str, dict | None]]:
+    """``(data_source, prompt_id, ground_truth, response, extra_info)`` for every response in ``rows``."""
     samples = []
     for i, row in enumerate(rows):
         data_source = _field(row, "data_source")
@@ -104,7 +105,8 @@ def samples_of(rows: list[dict], origin: str) -> list[tuple[str, str, str, str]]
             responses = [responses]
         prompt_id = _field(row, "extra_info.index", "index", "uid")
         prompt_id = i if prompt_id is None else prompt_id
-        samples += [(str(data_source), str(prompt_id), str(truth), str(r)) for r in list(responses)]
+        extra_info = row.get("extra_info") if isinstance(row.get("extra_info"), dict) else None
+        samples += [(str(data_source), str(prompt_id), str(truth), str(r), extra_info) for r in list(responses)]
     return samples
 
 
@@ -123,13 +125,14 @@ def evaluate_run(path: str | Path, compute_score, workers: int = 4) -> dict[str,
     samples = samples_of(read_rows(path), str(path))
 
     def is_correct(sample):
-        data_source, _, truth, response = sample
-        return compute_score(data_source=data_source, solution_str=response, ground_truth=truth)["acc"] >= 1.0
+        data_source, _, truth, response, extra_info = sample
+        return compute_score(data_source=data_source, solution_str=response, ground_truth=truth,
+                             extra_info=extra_info)["acc"] >= 1.0
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         correct = list(pool.map(is_correct, samples))
     tallies = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    for (data_source, prompt_id, _, _), ok in zip(samples, correct):
+    for (data_source, prompt_id, _, _, _), ok in zip(samples, correct):
         tally = tallies[data_source][prompt_id]
         tally[0] += 1
         tally[1] += int(ok)
