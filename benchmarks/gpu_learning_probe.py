@@ -57,7 +57,9 @@ within the machine's warm period (30 s on nvidia-h200) after the first one retur
        python3 -m pip install -q --no-index --no-deps --target /tmp/site .probe/b/*.whl &&
        PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:. python3 benchmarks/gpu_learning_probe.py probe
          --gguf-parts /tmp/resrl_probe/smollm2.gguf.part0 .probe/b/smollm2.gguf.part1
-         --budget-s 500 --out $OUT/gpu_learning_probe.json
+         --model-dir /tmp/resrl_probe/hf --budget-s 500 --out $OUT/gpu_learning_probe.json
+
+   (``--model-dir`` caches the converted model: a rerun while the machine is still warm loads it from there.)
 
    If the machine went cold in between, call 2 stops at once with an error naming the missing first half:
    repeat both calls. The assembled GGUF is checked against :data:`GGUF_SHA256` before it is loaded.
@@ -315,6 +317,7 @@ def response_logprobs(model, batch: dict, rows: slice | torch.Tensor) -> torch.T
         input_ids=batch["input_ids"][rows].to(device),
         attention_mask=batch["attention_mask"][rows].to(device),
         position_ids=batch["position_ids"][rows].to(device),
+        use_cache=False,
     ).last_hidden_state[:, prompt_width - 1: prompt_width - 1 + length]
     logits = model.lm_head(hidden).float()
     targets = batch["response_ids"][rows].to(device)
