@@ -166,10 +166,12 @@ def load_policy(args, device: torch.device):
     else:
         if args.model_dir and Path(args.model_dir, "config.json").exists():
             model_dir, gguf_file = Path(args.model_dir), None
-        else:
+        elif args.gguf_parts or args.gguf:
             gguf = assemble_gguf(args.gguf_parts, args.cache_dir) if args.gguf_parts else Path(args.gguf)
             info["gguf_sha256"] = check_sha256(gguf)
             model_dir, gguf_file = gguf.parent, gguf.name
+        else:
+            raise FileNotFoundError(f"--model-dir {args.model_dir} has no config.json, and no --gguf/--gguf-parts given")
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
         tokenizer = AutoTokenizer.from_pretrained(model_dir, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **kwargs)
