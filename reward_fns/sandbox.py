@@ -14,10 +14,11 @@ limit ended it. The program never sees the caller's environment, files, network 
   the kernel kills all the rest, and ``--kill-child`` ends it when ``unshare`` is killed.
 * **rlimits** (fallback when namespaces are unavailable, logged once): ``prlimit`` + ``setpriv`` (drop to
   ``nobody`` when root) in a new session, cwd in the fresh work directory, scrubbed environment. No network or
-  filesystem isolation: on shared machines use veRL's remote ``sandbox_fusion`` service instead.
+  filesystem isolation, and a child that starts its own session escapes the group kill: on shared machines use
+  veRL's remote ``sandbox_fusion`` service instead.
 
-Both layers: own process group (the whole group is SIGKILLed at the wall-time limit or when output passes
-``max_output_bytes``), CPU-time, address-space, process-count, file-size and open-file rlimits, no core dumps,
+Both layers: own process group (SIGKILLed at the wall-time limit or when output passes ``max_output_bytes``;
+with namespaces the whole PID namespace is gone when ``run_python`` returns), CPU-time, address-space, process-count, file-size and open-file rlimits, no core dumps,
 environment reduced to ``PATH``/``HOME``/``LANG``, stdin read from a file (no pipe to deadlock on), the work
 directory removed afterwards.
 
@@ -279,6 +280,44 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+def _child_pids(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _end(proc: subprocess.Popen, mode: str) -> None:
+    """Leave nothing of a run behind, then reap it.
+
+    Namespaces: SIGKILL the PID namespace's first process; the kernel kills every other process of the
+    namespace before that one can be reaped, and ``unshare`` exits only after reaping it, so once ``unshare``
+    is reaped the whole namespace is gone. Both layers: SIGKILL the process group (what stayed in it)."""
+    if proc.poll() is None:
+        try:
+            proc.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.poll() is None and mode == "namespaces":
+        for child in _child_pids(proc.pid):
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(timeout=KILL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
+    _kill_group(proc)
+    proc.stdout.close()
+    proc.stderr.close()
+    try:
+        proc.wait(timeout=KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        logger.error("sandbox: process %d not reaped %.0fs after SIGKILL", proc.pid, KILL_GRACE_S)
+
+
 def _run(source: str, stdin: str, limits: Limits, mode: str) -> RunResult:
     interpreter = default_interpreter()
     work_dir = _prepare_work_dir(source, stdin, mode)
@@ -292,18 +331,7 @@ def _run(source: str, stdin: str, limits: Limits, mode: str) -> RunResult:
         try:
             stdout, stderr, timed_out, exceeded = _collect(proc, limits, start)
         finally:
-            if proc.poll() is None:
-                try:
-                    proc.wait(timeout=0.05)
-                except subprocess.TimeoutExpired:
-                    pass
-            _kill_group(proc)  # also what a program left behind in the group (rlimits mode)
-            proc.stdout.close()
-            proc.stderr.close()
-            try:
-                proc.wait(timeout=KILL_GRACE_S)
-            except subprocess.TimeoutExpired:
-                logger.error("sandbox: process %d not reaped %.0fs after SIGKILL", proc.pid, KILL_GRACE_S)
+            _end(proc, mode)
         killed = timed_out or exceeded
         return RunResult(stdout=stdout.decode("utf-8", "replace"), stderr=stderr.decode("utf-8", "replace"),
                          returncode=None if killed else proc.returncode, timed_out=timed_out,
