@@ -18,9 +18,9 @@ limit ended it. The program never sees the caller's environment, files, network 
   veRL's remote ``sandbox_fusion`` service instead.
 
 Both layers: own process group (SIGKILLed at the wall-time limit or when output passes ``max_output_bytes``;
-with namespaces the whole PID namespace is gone when ``run_python`` returns), CPU-time, address-space, process-count, file-size and open-file rlimits, no core dumps,
-environment reduced to ``PATH``/``HOME``/``LANG``, stdin read from a file (no pipe to deadlock on), the work
-directory removed afterwards.
+with namespaces the whole PID namespace is gone when ``run_python`` returns), CPU-time, address-space,
+process-count, file-size and open-file rlimits, no core dumps, environment reduced to ``PATH``/``HOME``/
+``LANG``, stdin read from a file (no pipe to deadlock on), the work directory removed afterwards.
 
 ``RLIMIT_NPROC`` counts all processes of the user: sandboxes running at the same time share ``max_processes``
 (a fork bomb in one can make another fail to start; that sample then scores 0). The memory limit is per
