@@ -16,6 +16,7 @@
 #   REWARD_WORKERS (8 reward manager workers; code runs every program in a sandbox, see reward_fns/sandbox.py)
 #   fc:   REWARD_STYLE (binary: 1/0; signed: +1/-1)
 #   code: CODE_CONTINUOUS (False: 1 when every test passes; True: passed fraction)   CODE_TIMEOUT_S (10 per run)
+#         CODE_MAX_TESTS (unset: every test; N: the first N tests of each problem, one sandboxed run per stdin test)
 #   W_REINFORCE_LAMBDA (0.1; w_reinforce only)
 #   PROJECT_NAME (resrl_<task>)   EXPERIMENT_NAME (<model>_<estimator>)   OUTPUT_DIR (./outputs)
 #   LOGGER ([console]; e.g. [console,wandb])   PYTHON (python3)
@@ -75,6 +76,7 @@ REWARD_WORKERS=${REWARD_WORKERS:-8}
 REWARD_STYLE=${REWARD_STYLE:-binary}
 CODE_CONTINUOUS=${CODE_CONTINUOUS:-False}
 CODE_TIMEOUT_S=${CODE_TIMEOUT_S:-10}
+CODE_MAX_TESTS=${CODE_MAX_TESTS:-}
 W_REINFORCE_LAMBDA=${W_REINFORCE_LAMBDA:-0.1}
 
 PROJECT_NAME=${PROJECT_NAME:-resrl_$TASK}
@@ -89,6 +91,9 @@ if [ "$TASK" = "fc" ]; then
 else
     task_overrides+=("+reward.custom_reward_function.reward_kwargs.continuous=$CODE_CONTINUOUS"
                      "+reward.custom_reward_function.reward_kwargs.timeout_s=$CODE_TIMEOUT_S")
+    if [ -n "$CODE_MAX_TESTS" ]; then
+        task_overrides+=("+reward.custom_reward_function.reward_kwargs.max_tests=$CODE_MAX_TESTS")
+    fi
 fi
 if [ "$ADV_ESTIMATOR" = "w_reinforce" ]; then
     task_overrides+=("+algorithm.w_reinforce_lambda=$W_REINFORCE_LAMBDA")

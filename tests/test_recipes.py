@@ -160,9 +160,11 @@ def test_task_recipes_differ_only_in_the_estimator(task):
 
 def test_task_recipe_settings_pass_through():
     (argv,) = dry_run("run_resrl_code.sh", "trainer.total_training_steps=2", CODE_CONTINUOUS="True",
-                      CODE_TIMEOUT_S="3", MAX_RESPONSE_LENGTH="64", DATA_DIR="/data/c", REWARD_WORKERS="1")
+                      CODE_TIMEOUT_S="3", MAX_RESPONSE_LENGTH="64", DATA_DIR="/data/c", REWARD_WORKERS="1",
+                      CODE_MAX_TESTS="20")
     cfg = compose(overrides_after(argv, "verl.trainer.main_ppo"))
-    assert dict(cfg.reward.custom_reward_function.reward_kwargs) == {"continuous": True, "timeout_s": 3}
+    assert dict(cfg.reward.custom_reward_function.reward_kwargs) == {"continuous": True, "timeout_s": 3,
+                                                                      "max_tests": 20}
     assert cfg.data.max_response_length == 64 and cfg.data.val_files == "/data/c/test.parquet"
     assert cfg.reward.num_workers == 1 and cfg.trainer.total_training_steps == 2
     (argv,) = dry_run("run_grpo_fc.sh", REWARD_STYLE="signed")
