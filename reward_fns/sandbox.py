@@ -294,11 +294,6 @@ def _end(proc: subprocess.Popen, mode: str) -> None:
     Namespaces: SIGKILL the PID namespace's first process; the kernel kills every other process of the
     namespace before that one can be reaped, and ``unshare`` exits only after reaping it, so once ``unshare``
     is reaped the whole namespace is gone. Both layers: SIGKILL the process group (what stayed in it)."""
-    if proc.poll() is None:
-        try:
-            proc.wait(timeout=0.05)
-        except subprocess.TimeoutExpired:
-            pass
     if proc.poll() is None and mode == "namespaces":
         for child in _child_pids(proc.pid):
             try:
@@ -330,6 +325,11 @@ def _run(source: str, stdin: str, limits: Limits, mode: str) -> RunResult:
                                 env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"})
         try:
             stdout, stderr, timed_out, exceeded = _collect(proc, limits, start)
+            if not (timed_out or exceeded):  # outputs closed: the program may still be running
+                try:
+                    proc.wait(timeout=max(0.0, start + limits.wall_s - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    timed_out = True
         finally:
             _end(proc, mode)
         killed = timed_out or exceeded

@@ -226,3 +226,10 @@ def test_fallback_is_chosen_and_logged_once_when_forced(monkeypatch, caplog):
     warnings = [r for r in caplog.records if "namespaces unavailable" in r.getMessage()]
     assert len(warnings) == 1
     monkeypatch.setattr(sb, "_ISOLATION", None)
+
+
+def test_closing_the_outputs_does_not_end_the_wait_early():
+    result = run("import os, time\nos.close(1)\nos.close(2)\ntime.sleep(0.5)\n")
+    assert result.returncode == 0 and not result.timed_out
+    result = run("import os, time\nos.close(1)\nos.close(2)\ntime.sleep(60)\n", limits=sb.Limits(wall_s=1.5))
+    assert result.timed_out and result.returncode is None
