@@ -4,7 +4,7 @@
 ``python benchmarks/bench_sandbox.py [--repeats 5] [--wall-s 2]`` runs each program ``--repeats`` times through
 ``reward_fns/sandbox.py`` with its default limits (except ``wall_s``) and prints, per program, the median and
 maximum seconds from start to return, the kill latency past the wall-time limit where the limit ended the run,
-how the run ended, and the processes of the sandbox user left when it returned (must be 0). The memory bomb also
+how the run ended, and the processes of sandbox uids left when it returned (must be 0). The memory bomb also
 reports the largest resident set of any sandboxed process (``ru_maxrss`` of reaped descendants).
 """
 
@@ -40,13 +40,13 @@ def load_sandbox():
     return module
 
 
-def nobody_processes(uid: int) -> int:
+def sandbox_processes(sb) -> int:
     count = 0
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 for line in Path(f"/proc/{entry}/status").read_text().splitlines():
-                    if line.startswith("Uid:") and int(line.split()[1]) == uid:
+                    if line.startswith("Uid:") and sb.is_sandbox_uid(int(line.split()[1])):
                         count += 1
             except OSError:
                 pass
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
             result = sb.run_python(source, "", limits)
             seconds.append(time.monotonic() - start)
             outcomes.add(outcome(result))
-            left = max(left, nobody_processes(sb.NOBODY_UID))
+            left = max(left, sandbox_processes(sb))
         past = (f"{max(s - args.wall_s for s in seconds):12.2f}" if outcomes & {"wall-time kill"} else f"{'-':>12}")
         line = (f"{name:<24} {statistics.median(seconds):9.2f} {max(seconds):7.2f} {past}  "
                 f"{','.join(sorted(outcomes)):<16} {left}")

@@ -8,12 +8,12 @@ limit ended it. The program never sees the caller's environment, files, network 
   mount, network and PID namespaces. Stage 2 (still root, inside the namespaces) mounts private tmpfs over
   ``/tmp``, ``/var/tmp``, ``/run/lock`` and ``/dev/shm`` (the world-writable places of the root filesystem;
   each ``tmpfs_mb`` large), bind-mounts the fresh work directory read-only at ``/tmp/work``, sets the
-  rlimits, drops to ``nobody`` (groups cleared, ``no_new_privs``, so set-uid binaries cannot regain root)
-  and execs an interpreter that ``nobody`` can read. The network namespace has only a downed loopback; the
+  rlimits, drops to a fresh unprivileged uid (random per run, see ``SANDBOX_UID_BASE``; groups cleared,
+  ``no_new_privs``, so set-uid binaries cannot regain root) and execs an interpreter any user can read. The network namespace has only a downed loopback; the
   PID namespace and its own ``/proc`` hide every other process; when the namespace's first process ends,
   the kernel kills all the rest, and ``--kill-child`` ends it when ``unshare`` is killed.
 * **rlimits** (fallback when namespaces are unavailable, logged once): ``prlimit`` + ``setpriv`` (drop to
-  ``nobody`` when root) in a new session, cwd in the fresh work directory, scrubbed environment. No network or
+  the run's uid when root) in a new session, cwd in the fresh work directory, scrubbed environment. No network or
   filesystem isolation, and a child that starts its own session escapes the group kill: on shared machines use
   veRL's remote ``sandbox_fusion`` service instead.
 
@@ -22,9 +22,8 @@ with namespaces the whole PID namespace is gone when ``run_python`` returns), CP
 process-count, file-size and open-file rlimits, no core dumps, environment reduced to ``PATH``/``HOME``/
 ``LANG``, stdin read from a file (no pipe to deadlock on), the work directory removed afterwards.
 
-``RLIMIT_NPROC`` counts all processes of the user: sandboxes running at the same time share ``max_processes``
-(a fork bomb in one can make another fail to start; that sample then scores 0). The memory limit is per
-process (address space), so the worst case is ``max_processes * memory_mb``.
+``RLIMIT_NPROC`` counts the processes of a user; each run has its own uid, hence its own ``max_processes``.
+The memory limit is per process (address space), so one run's worst case is ``max_processes * memory_mb``.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ import ctypes
 import json
 import logging
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -46,8 +46,10 @@ from dataclasses import asdict, dataclass
 
 logger = logging.getLogger(__name__)
 
-NOBODY_UID = 65534
-NOBODY_GID = 65534
+# Each run gets its own unprivileged uid (= gid), random in this range, with no passwd entry: runs do not
+# share RLIMIT_NPROC (counted per user) and cannot signal or ptrace one another.
+SANDBOX_UID_BASE = 1_900_000_000
+SANDBOX_UID_COUNT = 1 << 24
 WORLD_WRITABLE_DIRS = ("/tmp", "/var/tmp", "/run/lock", "/dev/shm")
 INSIDE_WORK_DIR = "/tmp/work"
 PROGRAM_NAME = "program.py"
@@ -134,8 +136,8 @@ def _stage2(spec: dict) -> None:
     os.chdir("/tmp")
     _set_rlimits(spec)
     os.setgroups([])
-    os.setgid(NOBODY_GID)
-    os.setuid(NOBODY_UID)
+    os.setgid(spec["uid"])
+    os.setuid(spec["uid"])
     if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
     env = {"PATH": SAFE_PATH, "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
@@ -145,8 +147,8 @@ def _stage2(spec: dict) -> None:
 
 # --- choosing the interpreter and the isolation layer ----------------------------------------------------------
 
-def _nobody_can_execute(path: str) -> bool:
-    """Whether ``nobody`` (not owner, not group) can reach and execute ``path``: o+x on every directory."""
+def _others_can_execute(path: str) -> bool:
+    """Whether a user that is neither owner nor group can reach and execute ``path``: o+x on every directory."""
     real = os.path.realpath(path)
     try:
         if not os.stat(real).st_mode & stat.S_IXOTH or not os.stat(real).st_mode & stat.S_IROTH:
@@ -163,15 +165,15 @@ def _nobody_can_execute(path: str) -> bool:
 
 
 def default_interpreter() -> str:
-    """A Python interpreter ``nobody`` can run: ``RESRL_SANDBOX_PYTHON``, ``/usr/bin/python3``, this one."""
+    """A Python interpreter any user can run: ``RESRL_SANDBOX_PYTHON``, ``/usr/bin/python3``, this one."""
     candidates = [os.environ.get("RESRL_SANDBOX_PYTHON"), "/usr/bin/python3", "/usr/local/bin/python3",
                   sys.executable]
     if os.geteuid() != 0:  # no privilege drop: any interpreter this user runs will do
         return next(c for c in candidates if c and os.access(c, os.X_OK))
     for candidate in candidates:
-        if candidate and _nobody_can_execute(candidate):
+        if candidate and _others_can_execute(candidate):
             return candidate
-    raise RuntimeError("no Python interpreter is executable by user nobody; set RESRL_SANDBOX_PYTHON")
+    raise RuntimeError("no Python interpreter is executable by other users; set RESRL_SANDBOX_PYTHON")
 
 
 _ISOLATION: str | None = None
@@ -224,12 +226,20 @@ def _command(mode: str, spec: dict, limits: Limits, work_dir: str) -> tuple[list
                  f"--nproc={limits.max_processes}", f"--fsize={limits.file_size_mb * mb}",
                  f"--nofile={limits.open_files}", "--core=0", "--"]
     if os.geteuid() == 0 and shutil.which("setpriv"):
-        argv += ["setpriv", f"--reuid={NOBODY_UID}", f"--regid={NOBODY_GID}", "--clear-groups",
+        argv += ["setpriv", f"--reuid={spec['uid']}", f"--regid={spec['uid']}", "--clear-groups",
                  "--no-new-privs", "--"]
     return argv + [spec["interpreter"], "-I", os.path.join(work_dir, PROGRAM_NAME)], work_dir
 
 
-def _prepare_work_dir(source: str, stdin: str, mode: str) -> str:
+def sandbox_uid() -> int:
+    return SANDBOX_UID_BASE + secrets.randbelow(SANDBOX_UID_COUNT)
+
+
+def is_sandbox_uid(uid: int) -> bool:
+    return SANDBOX_UID_BASE <= uid < SANDBOX_UID_BASE + SANDBOX_UID_COUNT
+
+
+def _prepare_work_dir(source: str, stdin: str, mode: str, uid: int) -> str:
     work_dir = tempfile.mkdtemp(prefix="resrl-sandbox-")
     with open(os.path.join(work_dir, PROGRAM_NAME), "w", encoding="utf-8", errors="surrogatepass") as f:
         f.write(source)
@@ -239,7 +249,7 @@ def _prepare_work_dir(source: str, stdin: str, mode: str) -> str:
         os.chmod(os.path.join(work_dir, name), 0o644)
     os.chmod(work_dir, 0o755)
     if mode == "rlimits" and os.geteuid() == 0:
-        os.chown(work_dir, NOBODY_UID, NOBODY_GID)  # the program's cwd; writable by it, nothing else is ours
+        os.chown(work_dir, uid, uid)  # the program's cwd; writable by it, nothing else is ours
     return work_dir
 
 
@@ -313,10 +323,11 @@ def _end(proc: subprocess.Popen, mode: str) -> None:
         logger.error("sandbox: process %d not reaped %.0fs after SIGKILL", proc.pid, KILL_GRACE_S)
 
 
-def _run(source: str, stdin: str, limits: Limits, mode: str) -> RunResult:
+def _run(source: str, stdin: str, limits: Limits, mode: str, uid: int | None = None) -> RunResult:
+    uid = sandbox_uid() if uid is None else uid
     interpreter = default_interpreter()
-    work_dir = _prepare_work_dir(source, stdin, mode)
-    spec = {**asdict(limits), "work_dir": work_dir, "interpreter": interpreter}
+    work_dir = _prepare_work_dir(source, stdin, mode, uid)
+    spec = {**asdict(limits), "work_dir": work_dir, "interpreter": interpreter, "uid": uid}
     argv, cwd = _command(mode, spec, limits, work_dir)
     start = time.monotonic()
     try:

@@ -30,7 +30,8 @@ needs_namespaces = pytest.mark.skipif(sb.isolation() != "namespaces",
                                       reason="namespace isolation unavailable here (needs root + unshare)")
 
 
-def nobody_pids() -> set[int]:
+def sandbox_pids() -> set[int]:
+    """Processes running under any sandbox uid."""
     pids = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -39,30 +40,31 @@ def nobody_pids() -> set[int]:
             except OSError:
                 continue
             uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
-            if int(uid_line.split()[1]) == sb.NOBODY_UID:
+            if sb.is_sandbox_uid(int(uid_line.split()[1])):
                 pids.add(int(entry))
     return pids
 
 
 def run(source, stdin="", limits=LIMITS):
-    before = nobody_pids()
+    before = sandbox_pids()
     start = time.monotonic()
     result = sb.run_python(source, stdin, limits)
     seconds = time.monotonic() - start
     assert seconds < limits.wall_s + SLACK_S, f"took {seconds:.1f}s"
-    assert not nobody_pids() - before, "sandboxed processes outlived the run"  # gone when run_python returns
+    assert not sandbox_pids() - before, "sandboxed processes outlived the run"  # gone when run_python returns
     return result
 
 
 # --- normal programs -------------------------------------------------------------------------------------------
 
-def test_runs_program_with_stdin_as_nobody_in_its_own_namespaces():
+def test_runs_program_with_stdin_as_an_unprivileged_uid_in_its_own_namespaces():
     result = run("import os, sys\nprint(sys.stdin.read().upper(), end='')\nprint(os.getuid(), os.getcwd())", "ab\n")
     assert result.ok and not result.timed_out
     lines = result.stdout.splitlines()
     assert lines[0] == "AB"
     if sb.isolation() == "namespaces":
-        assert lines[1] == f"{sb.NOBODY_UID} /tmp"
+        uid, cwd = lines[1].split()
+        assert sb.is_sandbox_uid(int(uid)) and cwd == "/tmp"
         assert result.isolation == "namespaces"
 
 
@@ -173,17 +175,17 @@ def test_parent_environment_is_not_visible(monkeypatch):
 
 @needs_namespaces
 def test_killing_the_parent_or_everyone_reaches_nothing_outside():
-    # A process of the sandbox user outside the sandbox: a kill(-1) from inside would reach it without the
+    # A process of the run's own uid outside the sandbox: a kill(-1) from inside would reach it without the
     # PID namespace.
-    sentinel = subprocess.Popen(["setpriv", f"--reuid={sb.NOBODY_UID}", f"--regid={sb.NOBODY_GID}",
-                                 "--clear-groups", "sleep", "60"])
+    uid = sb.sandbox_uid()
+    sentinel = subprocess.Popen(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "sleep", "60"])
     try:
         time.sleep(0.2)
-        before = nobody_pids() - {sentinel.pid}
+        before = sandbox_pids() - {sentinel.pid}
         source = "import os, signal\nprint(os.getppid())\nos.kill(os.getppid(), 9)\nos.kill(-1, 9)\n"
-        result = sb.run_python(source, "", LIMITS)
+        result = sb._run(source, "", LIMITS, sb.isolation(), uid=uid)
         assert sentinel.poll() is None, "a process outside the sandbox was killed"
-        assert not nobody_pids() - before - {sentinel.pid}
+        assert not sandbox_pids() - before - {sentinel.pid}
         assert not result.ok or result.stdout.strip() == "0"
     finally:
         sentinel.kill()
@@ -203,11 +205,11 @@ def test_many_hostile_runs_in_threads_leave_the_caller_working():
     assert sb.run_python("print(6 * 7)", "", LIMITS).stdout == "42\n"
 
 
-def test_interpreter_is_one_nobody_can_execute():
+def test_interpreter_is_one_any_user_can_execute():
     interpreter = sb.default_interpreter()
     if os.geteuid() == 0:
-        assert sb._nobody_can_execute(interpreter)
-        assert not sb._nobody_can_execute("/root/.no-such-python")
+        assert sb._others_can_execute(interpreter)
+        assert not sb._others_can_execute("/root/.no-such-python")
 
 
 def test_rlimits_fallback_still_bounds_time_and_output(monkeypatch):
@@ -233,3 +235,17 @@ def test_closing_the_outputs_does_not_end_the_wait_early():
     assert result.returncode == 0 and not result.timed_out
     result = run("import os, time\nos.close(1)\nos.close(2)\ntime.sleep(60)\n", limits=sb.Limits(wall_s=1.5))
     assert result.timed_out and result.returncode is None
+
+
+def test_concurrent_runs_do_not_share_the_process_limit():
+    """A fork bomb at its process limit does not stop other runs from starting (each run has its own uid)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bomb = "import os, time\nfor _ in range(1000):\n    try:\n        os.fork()\n    except OSError:\n        break\ntime.sleep(60)\n"
+    limits = sb.Limits(wall_s=6.0, max_processes=8)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        bomb_run = pool.submit(sb.run_python, bomb, "", limits)
+        time.sleep(1.5)
+        others = list(pool.map(lambda i: sb.run_python(f"print({i})", "", limits), range(5)))
+        assert bomb_run.result().timed_out
+    assert [r.stdout for r in others] == [f"{i}\n" for i in range(5)]
