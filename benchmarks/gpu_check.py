@@ -65,7 +65,7 @@ POSITIVES_PER_GROUP = (0, 1, 2, 3, 4, 1, 2, 1)
 @dataclass
 class Criterion:
     name: str
-    value: float | bool | int | None
+    value: float | bool | int | str | None
     goal: str
     ok: bool | None  # None: not judged (time and memory goals in --smoke)
 
@@ -83,6 +83,7 @@ class Shapes:
     residual_hidden: int
     reference_groups: int
     repeats: int
+    residual_config: dict
     overhead_model: str
     overhead_micro_batches: int
     overhead_micro_batch_size: int
@@ -93,14 +94,21 @@ class Shapes:
 
     @classmethod
     def gpu(cls):
-        return cls("qwen3-4b", 4, (700, 1024, 129, 411), 32, 4, 4096, 2560, 3, 3,
-                   "qwen3-4b", 16, 4, 512, 3584, 3, {})
+        return cls(capture_model="qwen3-4b", capture_layers=4, capture_lengths=(700, 1024, 129, 411),
+                   residual_groups=32, residual_per_group=4, residual_length=4096, residual_hidden=2560,
+                   reference_groups=3, repeats=3, residual_config={},
+                   overhead_model="qwen3-4b", overhead_micro_batches=16, overhead_micro_batch_size=4,
+                   overhead_prompt_len=512, overhead_response_len=3584, overhead_repeats=3, overhead_config={})
 
     @classmethod
     def smoke(cls):
-        # rank 8 + oversample 8 < the groups' positive tokens: the randomized range finder (QR) path runs
-        return cls("tiny-qwen3", 3, (9, 16, 5, 12), 8, 4, 192, 256, 2, 1,
-                   "tiny-qwen3", 4, 4, 16, 48, 1, {"rank": 8, "oversample": 8})
+        # rank 8 + oversample 8 < a group's positive tokens: the randomized range finder (QR) runs, and quickly
+        return cls(capture_model="tiny-qwen3", capture_layers=3, capture_lengths=(9, 16, 5, 12),
+                   residual_groups=8, residual_per_group=4, residual_length=192, residual_hidden=256,
+                   reference_groups=2, repeats=1, residual_config={"rank": 8, "oversample": 8},
+                   overhead_model="tiny-qwen3", overhead_micro_batches=4, overhead_micro_batch_size=4,
+                   overhead_prompt_len=16, overhead_response_len=48, overhead_repeats=1,
+                   overhead_config={"rank": 8, "oversample": 8})
 
 
 class Checks:
@@ -230,7 +238,8 @@ class Checks:
 
     # ---- 2. residual math ----------------------------------------------------------------------------------
     def residual_math(self):
-        s, cfg = self.shapes, ResRLConfig()
+        s = self.shapes
+        cfg = ResRLConfig(**s.residual_config)
         hidden, mask, uids, is_positive = self.residual_inputs()
         run = lambda: compute_residuals(hidden, mask, uids, is_positive, cfg)  # noqa: E731
         ms, result = self.timed_ms(run, s.repeats)
@@ -270,7 +279,8 @@ class Checks:
 
     # ---- 3. residual math under autocast -------------------------------------------------------------------
     def residual_autocast(self):
-        s, cfg = self.shapes, ResRLConfig()
+        s = self.shapes
+        cfg = ResRLConfig(**s.residual_config)
         hidden, mask, uids, is_positive = self.residual_inputs()
         if self._fp32_result is None:
             self._fp32_result = compute_residuals(hidden, mask, uids, is_positive, cfg)
@@ -332,7 +342,8 @@ class Checks:
         metrics = {"model": f"{s.overhead_model}, bf16 autocast, sdpa", "micro_batches": s.overhead_micro_batches,
                    "micro_batch": [s.overhead_micro_batch_size, seq_len], "response_len": s.overhead_response_len,
                    "repeats": s.overhead_repeats, "old_log_prob_s": base, "with_resrl_s": with_resrl,
-                   "residual_math_s": stream.seconds, "peak_per_micro_batch_gib": base_peak / GIB if self.cuda else None,
+                   "residual_math_s": stream.seconds,
+                   "peak_per_micro_batch_gib": base_peak / GIB if self.cuda else None,
                    "peak_with_resrl_gib": with_peak / GIB if self.cuda else None}
         del model, batches
         return criteria, metrics
@@ -466,7 +477,8 @@ def main(argv=None) -> int:
     verl_modules = sorted(m for m in sys.modules if m == "verl" or m.startswith("verl."))
     report = {
         "mode": "smoke" if args.smoke else "gpu",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"cpu ({torch.get_num_threads()} threads)"),
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "budget_s": args.budget_s, "elapsed_s": time.perf_counter() - checks.start,
         "verl_modules_imported": verl_modules, "shapes": asdict(shapes), "checks": results,
