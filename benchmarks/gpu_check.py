@@ -47,6 +47,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -416,7 +417,8 @@ def status_of(criteria: list[Criterion]) -> str:
     return "FAIL" if any(c.ok is False for c in criteria) else "PASS"
 
 
-def run_checks(checks: Checks, names) -> dict:
+def run_checks(checks: Checks, names, on_result=lambda results: None) -> dict:
+    """Run ``names`` in order; ``on_result(results so far)`` after each (the JSON survives a killed run)."""
     results = {}
     for name in names:
         elapsed = time.perf_counter() - checks.start
@@ -424,6 +426,7 @@ def run_checks(checks: Checks, names) -> dict:
             results[name] = {"status": "SKIPPED", "error": f"budget: {elapsed:.0f} s used, about "
                              f"{checks.estimate_s(name):.0f} s needed, --budget-s {checks.budget_s:.0f}",
                              "criteria": [], "metrics": {}, "seconds": 0.0}
+            on_result(results)
             continue
         t0 = time.perf_counter()
         try:
@@ -437,6 +440,7 @@ def run_checks(checks: Checks, names) -> dict:
         results[name] = entry
         release(checks.cuda)
         print_check(name, entry)
+        on_result(results)
     return results
 
 
@@ -470,22 +474,27 @@ def main(argv=None) -> int:
     else:
         p.error("no CUDA device: run with --smoke for the CPU miniature")
     checks = Checks(device, shapes, args.budget_s)
-    import transformers
-
-    with cuda_linalg_dtype_rules() if device.type == "cpu" else contextlib.nullcontext():
-        results = run_checks(checks, [n for n in CHECKS if n in args.only])
-    verl_modules = sorted(m for m in sys.modules if m == "verl" or m.startswith("verl."))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "mode": "smoke" if args.smoke else "gpu",
         "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
                    else f"cpu ({torch.get_num_threads()} threads)"),
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
-        "budget_s": args.budget_s, "elapsed_s": time.perf_counter() - checks.start,
-        "verl_modules_imported": verl_modules, "shapes": asdict(shapes), "checks": results,
+        "budget_s": args.budget_s, "shapes": asdict(shapes),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+
+    def write(results):
+        verl_modules = sorted(m for m in sys.modules if m == "verl" or m.startswith("verl."))
+        report.update(elapsed_s=time.perf_counter() - checks.start, verl_modules_imported=verl_modules,
+                      checks=results)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+
+    write({})
+    with cuda_linalg_dtype_rules() if device.type == "cpu" else contextlib.nullcontext():
+        results = run_checks(checks, [n for n in CHECKS if n in args.only], write)
+    write(results)
+    verl_modules = report["verl_modules_imported"]
     summary = ", ".join(f"{name} {entry['status']}" for name, entry in results.items())
     print(f"\n{summary}; {report['elapsed_s']:.0f} s; veRL imported: {verl_modules or 'no'}; wrote {out}")
     return 1 if verl_modules or any(e["status"] in ("FAIL", "ERROR") for e in results.values()) else 0
