@@ -26,7 +26,8 @@ PROGRAMS = {
     "infinite loop": "while True:\n    pass\n",
     "sleep (wall time)": "import time\ntime.sleep(3600)\n",
     "fork bomb": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
-    "fork bomb + sleep": "import os, time\nfor _ in range(10000):\n    try:\n        os.fork()\n    except OSError:\n        break\ntime.sleep(3600)\n",
+    "fork bomb + sleep": ("import os, time\nfor _ in range(10000):\n    try:\n        os.fork()\n"
+                          "    except OSError:\n        break\ntime.sleep(3600)\n"),
     "memory bomb": "chunks = []\nwhile True:\n    chunks.append(bytearray(2**24))\n",
     "huge output": "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n",
 }

@@ -9,8 +9,8 @@ limit ended it. The program never sees the caller's environment, files, network 
   ``/tmp``, ``/var/tmp``, ``/run/lock`` and ``/dev/shm`` (the world-writable places of the root filesystem;
   each ``tmpfs_mb`` large), bind-mounts the fresh work directory read-only at ``/tmp/work``, sets the
   rlimits, drops to a fresh unprivileged uid (random per run, see ``SANDBOX_UID_BASE``; groups cleared,
-  ``no_new_privs``, so set-uid binaries cannot regain root) and execs an interpreter any user can read. The network namespace has only a downed loopback; the
-  PID namespace and its own ``/proc`` hide every other process; when the namespace's first process ends,
+  ``no_new_privs``, so set-uid binaries cannot regain root) and execs an interpreter any user can read.
+  The network namespace has only a downed loopback; the PID namespace and its own ``/proc`` hide every other process; when the namespace's first process ends,
   the kernel kills all the rest, and ``--kill-child`` ends it when ``unshare`` is killed.
 * **rlimits** (fallback when namespaces are unavailable, logged once): ``prlimit`` + ``setpriv`` (drop to
   the run's uid when root) in a new session, cwd in the fresh work directory, scrubbed environment. No network or

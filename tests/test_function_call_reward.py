@@ -131,7 +131,8 @@ def _bfcl(category):
     data = Path(importlib.util.find_spec("bfcl_eval").submodule_search_locations[0]) / "data"
     load = lambda p: [json.loads(line) for line in p.read_text().splitlines() if line.strip()]  # noqa: E731
     questions = {q["id"]: q for q in load(data / f"BFCL_v4_{category}.json")}
-    return [(questions[a["id"]], a["ground_truth"]) for a in load(data / "possible_answer" / f"BFCL_v4_{category}.json")]
+    answers = load(data / "possible_answer" / f"BFCL_v4_{category}.json")
+    return [(questions[a["id"]], a["ground_truth"]) for a in answers]
 
 
 def _first_allowed(value):
@@ -183,7 +184,8 @@ HOSTILE = {
     "wrong_types": tool_call("area", {"base": "ten", "height": [5]}) + tool_call("weather.get", {"city": 7}),
     "hundreds_of_calls": "\n".join(tool_call("area", {"base": 10, "height": 5}) for _ in range(500)),
     "hundreds_of_python_calls": "[" + ", ".join(["area(base=10, height=5.0)"] * 500) + "]",
-    "deep_json": "<tool_call>{\"name\": \"area\", \"arguments\": " + "{\"a\": " * 50000 + "1" + "}" * 50000 + "}</tool_call>",
+    "deep_json": ("<tool_call>{\"name\": \"area\", \"arguments\": " + "{\"a\": " * 50000 + "1" + "}" * 50000
+                  + "}</tool_call>"),
     "deep_python": "[area(base=" + "[" * 50000 + "1" + "]" * 50000 + ")]",
     "huge_int": "[area(base=" + "9" * 40000 + ", height=5.0)]",
     "huge_response": tool_call("area", {"base": 10, "height": 5}) + " " * 100_000,

@@ -28,7 +28,8 @@ prep = _load()
 
 @pytest.mark.parametrize("raw, expected", [
     ({"inputs": ["1\n"], "outputs": ["2\n"]}, {"inputs": ["1\n"], "outputs": ["2\n"]}),
-    (json.dumps({"inputs": [[1]], "outputs": [[2]], "fn_name": "f"}), {"inputs": [[1]], "outputs": [[2]], "fn_name": "f"}),
+    (json.dumps({"inputs": [[1]], "outputs": [[2]], "fn_name": "f"}),
+     {"inputs": [[1]], "outputs": [[2]], "fn_name": "f"}),
     ([{"type": "stdin_stdout", "input": "1\n", "output": "2\n"}], {"inputs": ["1\n"], "outputs": ["2\n"]}),
     ([{"type": "function_call", "fn_name": "f", "input": "[1, 2]", "output": "3"}],
      {"inputs": [[1, 2]], "outputs": [3], "fn_name": "f"}),

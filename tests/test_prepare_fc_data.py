@@ -73,11 +73,13 @@ def test_category_in_both_splits_is_refused(tmp_path):
 def test_bad_files_are_named(tmp_path):
     (tmp_path / "possible_answer").mkdir()
     (tmp_path / "BFCL_v4_simple_python.json").write_text(json.dumps(
-        {"id": "simple_python_0", "question": [[{"role": "user", "content": "x"}]], "function": [{"name": "f"}]}) + "\n")
+        {"id": "simple_python_0", "question": [[{"role": "user", "content": "x"}]],
+         "function": [{"name": "f"}]}) + "\n")
     (tmp_path / "possible_answer" / "BFCL_v4_simple_python.json").write_text('{"id": "other"}\n')
     with pytest.raises(prep.SchemaError, match="no possible answer for simple_python_0"):
         prep.prepare(tmp_path / "out", [], ["simple_python"], data_dir=tmp_path)
-    (tmp_path / "possible_answer" / "BFCL_v4_simple_python.json").write_text('{"id": "simple_python_0", "ground_truth": []}\n')
+    answers = tmp_path / "possible_answer" / "BFCL_v4_simple_python.json"
+    answers.write_text('{"id": "simple_python_0", "ground_truth": []}\n')
     with pytest.raises(prep.SchemaError, match="simple_python_0: empty possible answer"):
         prep.prepare(tmp_path / "out", [], ["simple_python"], data_dir=tmp_path)
     with pytest.raises(SystemExit, match="unknown categories"):

@@ -241,7 +241,8 @@ def test_concurrent_runs_do_not_share_the_process_limit():
     """A fork bomb at its process limit does not stop other runs from starting (each run has its own uid)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    bomb = "import os, time\nfor _ in range(1000):\n    try:\n        os.fork()\n    except OSError:\n        break\ntime.sleep(60)\n"
+    bomb = ("import os, time\nfor _ in range(1000):\n    try:\n        os.fork()\n    except OSError:\n"
+            "        break\ntime.sleep(60)\n")
     limits = sb.Limits(wall_s=6.0, max_processes=8)
     with ThreadPoolExecutor(max_workers=6) as pool:
         bomb_run = pool.submit(sb.run_python, bomb, "", limits)
