@@ -1,30 +1,61 @@
 import dataclasses
+import zlib
 
 import pytest
 import torch
 
+from allocations import peak_allocated_bytes
+from cuda_emulation import refuse_half_precision_linalg
 from resrl_reference import reference_residuals
 from synthetic import make_batch
 from verl_resrl import ResRLConfig, compute_residuals
+from verl_resrl.core import residual as residual_module
+from verl_resrl.core import subspace as subspace_module
 
 
 def rel_err(fast, ref):
     return float((fast.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
 
 
+def stable_seed(*parts) -> int:
+    return zlib.crc32(repr(parts).encode())
+
+
+@pytest.fixture
+def subspace_paths(monkeypatch):
+    """Counts of ``positive_subspace`` calls and of those that ran the randomized range finder."""
+    calls = {"subspace": 0, "randomized": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(residual_module, "positive_subspace", counted("subspace", subspace_module.positive_subspace))
+    monkeypatch.setattr(subspace_module, "_randomized_svd", counted("randomized", subspace_module._randomized_svd))
+    return calls
+
+
+# rank 16 + oversample 48 = 64: the range finder runs when a group has > 64 positive tokens and H > 64.
 LAYOUTS = [
-    dict(group_sizes=[4, 4, 4], length=24, width=48),
-    dict(group_sizes=[8, 2, 5], length=40, width=32),
-    dict(group_sizes=[3], length=64, width=96),
-    dict(group_sizes=[2, 6, 4, 3], length=17, width=130, interleave=True),
+    dict(group_sizes=[4, 4, 4], length=48, width=96, min_len=40),
+    dict(group_sizes=[8, 2, 5], length=80, width=72, min_len=70),
+    dict(group_sizes=[3], length=100, width=96, min_len=70),
+    dict(group_sizes=[2, 6, 4, 3], length=80, width=130, min_len=70, interleave=True),
+    # fewer than 64 positive tokens per group / H < 64: the randomized setting takes the exact SVD
+    dict(group_sizes=[4, 4, 4], length=24, width=48, small=True),
+    dict(group_sizes=[2, 6, 4, 3], length=17, width=130, interleave=True, small=True),
 ]
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: f"{layout['group_sizes']}x{layout['length']}x{layout['width']}")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("subspace", ["exact", "randomized"])
-def test_matches_reference(layout, dtype, subspace):
-    gen = torch.Generator().manual_seed(hash((str(layout), str(dtype))) % 2**31)
+def test_matches_reference(layout, dtype, subspace, subspace_paths):
+    layout = dict(layout)
+    small = layout.pop("small", False)
+    gen = torch.Generator().manual_seed(stable_seed(layout, str(dtype)))
     hidden, mask, gids, pos, _ = make_batch(generator=gen, dtype=dtype, **layout)
     cfg = ResRLConfig(rank=16, subspace=subspace)
     fast = compute_residuals(hidden, mask, gids, pos, cfg)
@@ -34,14 +65,19 @@ def test_matches_reference(layout, dtype, subspace):
     assert rel_err(fast.residual, ref) < 1e-4
     assert fast.stats.computed_groups == len(ranks)
     assert fast.stats.rank_sum == sum(ranks.values())
+    assert subspace_paths["subspace"] >= 1
+    runs_range_finder = subspace == "randomized" and not small
+    assert subspace_paths["randomized"] == (subspace_paths["subspace"] if runs_range_finder else 0)
 
 
-def test_randomized_matches_exact_svd_at_paper_rank():
+def test_randomized_matches_exact_svd_at_paper_rank(subspace_paths):
     """The range finder's residuals match the exact SVD within 1e-4 relative on decaying-spectrum data."""
     gen = torch.Generator().manual_seed(7)
     hidden, mask, gids, pos, _ = make_batch([4, 4], length=256, width=256, generator=gen, min_len=200)
     exact = compute_residuals(hidden, mask, gids, pos, ResRLConfig(subspace="exact"))
+    assert subspace_paths["randomized"] == 0
     fast = compute_residuals(hidden, mask, gids, pos, ResRLConfig(subspace="randomized"))
+    assert subspace_paths["randomized"] == 1
     ref, _, ranks = reference_residuals(hidden, mask, gids, pos, ResRLConfig())
     assert set(ranks.values()) == {64}
     assert rel_err(exact.residual, ref) < 1e-4
@@ -75,13 +111,14 @@ def test_positive_subspace_low_rank_and_orthogonal_negative():
     assert res.residual[3, 5] > 0.5
 
 
-@pytest.mark.parametrize("max_pos_tokens", [4096, 30])
-def test_independent_of_sample_order_and_interleaving(max_pos_tokens):
+@pytest.mark.parametrize("max_pos_tokens", [4096, 60])
+def test_independent_of_sample_order_and_interleaving(max_pos_tokens, subspace_paths):
     gen = torch.Generator().manual_seed(3)
-    hidden, mask, gids, pos, _ = make_batch([4, 5, 3], length=20, width=40, generator=gen)
-    cfg = ResRLConfig(rank=8, max_pos_tokens=max_pos_tokens)
+    hidden, mask, gids, pos, _ = make_batch([4, 5, 3], length=50, width=80, generator=gen, min_len=40)
+    cfg = ResRLConfig(rank=8, max_pos_tokens=max_pos_tokens)  # 8 + 48 < 60 positive tokens, < H: range finder
     base = compute_residuals(hidden, mask, gids, pos, cfg)
-    assert (base.stats.subsampled_groups > 0) == (max_pos_tokens == 30)
+    assert (base.stats.subsampled_groups > 0) == (max_pos_tokens == 60)
+    assert subspace_paths["randomized"] == subspace_paths["subspace"] >= 1
     perm = torch.randperm(len(gids), generator=gen)
     shuffled = compute_residuals(hidden[perm], mask[perm], [gids[i] for i in perm], pos[perm], cfg)
     assert torch.equal(shuffled.has_residual, base.has_residual[perm])
@@ -190,3 +227,39 @@ def test_group_ids_of_any_hashable_kind():
     as_int = compute_residuals(hidden, mask, [0, 0, 0, 1, 1, 1], pos, ResRLConfig())
     assert torch.equal(as_str.has_residual, as_np.has_residual) and torch.equal(as_str.has_residual, as_int.has_residual)
     torch.testing.assert_close(as_str.residual, as_np.residual)
+
+
+@pytest.fixture
+def fp32_only_linalg(monkeypatch):
+    refuse_half_precision_linalg(monkeypatch)
+
+
+@pytest.mark.parametrize("subspace", ["exact", "randomized"])
+def test_bf16_autocast_around_the_call_changes_nothing(subspace, fp32_only_linalg, subspace_paths):
+    """veRL runs the forward pass (and so the streaming flush) under bf16 autocast: the math stays fp32."""
+    gen = torch.Generator().manual_seed(11)
+    hidden, mask, gids, pos, _ = make_batch([4, 4, 4], length=60, width=96, generator=gen, min_len=50,
+                                            dtype=torch.bfloat16)
+    cfg = ResRLConfig(rank=16, subspace=subspace, max_pos_tokens=80)  # sub-sampled: the fingerprint runs too
+    expected = compute_residuals(hidden, mask, gids, pos, cfg)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = compute_residuals(hidden, mask, gids, pos, cfg)
+    assert got.stats.subsampled_groups == 3 and got.stats.computed_groups == 3
+    assert (subspace_paths["randomized"] > 0) == (subspace == "randomized")
+    assert torch.equal(got.has_residual, expected.has_residual)
+    assert torch.equal(got.residual, expected.residual)
+
+
+def test_extra_memory_is_bounded_by_the_chunk_sizes(monkeypatch):
+    """Peak tensor memory beyond the inputs: a few groups' fp32 copies, not a copy of the batch."""
+    gen = torch.Generator().manual_seed(12)
+    hidden, mask, gids, pos, _ = make_batch([4] * 16, length=128, width=256, generator=gen, min_len=96,
+                                            dtype=torch.bfloat16)
+    monkeypatch.setattr(residual_module, "_CHUNK_ELEMENTS", 2 * 256 * 256)  # about one group's positive tokens
+    monkeypatch.setattr(residual_module, "_BLOCK_ELEMENTS", 64 * 256)
+    cfg = ResRLConfig(rank=16, max_pos_tokens=200)
+    peak, res = peak_allocated_bytes(lambda: compute_residuals(hidden, mask, gids, pos, cfg))
+    assert res.stats.computed_groups == 16 and res.stats.subsampled_groups > 0
+    one_group_fp32 = 4 * 128 * 256 * 4
+    outputs = res.residual.nbytes + res.has_residual.nbytes
+    assert peak < outputs + 3 * one_group_fp32, (peak, hidden.nbytes)

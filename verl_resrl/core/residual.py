@@ -31,8 +31,13 @@ from verl_resrl.core.subspace import positive_subspace
 
 GROUP_STATUSES = ("not_mixed", "computed", "few_pos_tokens", "nonfinite", "no_negative_tokens")
 
-# Positive tokens of several groups are padded into one (G, n, H) fp32 batch of at most this many elements.
-_CHUNK_ELEMENTS = 1 << 26
+# The positive tokens of several groups are padded into one (G, n, H) fp32 batch of at most this many elements
+# (a group larger than this gets a batch of its own), centred in place. 32 MiB: on a GPU one Qwen3-4B group
+# (4096 x 2560) already exceeds it, and on CPU larger batches are not faster.
+_CHUNK_ELEMENTS = 1 << 23
+# Whole-batch passes over the states (finite check, fingerprint) and the projection of negative tokens work on
+# fp32 copies of at most this many elements at a time.
+_BLOCK_ELEMENTS = 1 << 22
 
 
 @dataclass
@@ -126,6 +131,11 @@ def compute_residuals(
 
     Returns:
         :class:`Residuals` ``(residual (B, T) float32, has_residual (B, T) bool, stats)``.
+
+    The math runs in float32 with autocast disabled on ``hidden``'s device, whatever the caller's autocast
+    state (veRL's forward pass runs under bf16 autocast; CUDA has no bf16 QR or SVD). Beyond the outputs it
+    holds fp32 copies of at most ``_CHUNK_ELEMENTS`` positive-token elements plus one group's (or
+    ``_BLOCK_ELEMENTS``) working copies, never a copy of the whole batch.
     """
     if hidden.dim() != 3:
         raise ValueError(f"hidden must be (B, T, H), got shape {tuple(hidden.shape)}")
@@ -138,8 +148,14 @@ def compute_residuals(
     if is_positive.numel() != batch:
         raise ValueError(f"is_positive has {is_positive.numel()} entries for a batch of {batch} responses")
 
-    device = hidden.device
     base_seed = config.seed if generator is None else int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        return _compute_residuals(hidden, response_mask, group_ids, is_positive, config, base_seed)
+
+
+def _compute_residuals(hidden, response_mask, group_ids, is_positive, config, base_seed) -> Residuals:
+    batch, length, width = hidden.shape
+    device = hidden.device
     mask = response_mask.bool().to(device)
     index, unique = group_index(group_ids, device)
     num_groups = len(unique)
@@ -152,7 +168,7 @@ def compute_residuals(
 
     # Per-group bookkeeping, vectorised over samples.
     # A sum is non-finite iff a term is (or it overflows fp32, which LayerNorm could not handle either).
-    nonfinite_token = mask & ~torch.isfinite(hidden.sum(dim=-1, dtype=torch.float32))
+    nonfinite_token = mask & ~torch.isfinite(_per_token(hidden, lambda x: x.sum(dim=-1)))
     tokens = mask.sum(dim=1)
     nonempty = tokens > 0
     negative = ~is_positive
@@ -236,21 +252,35 @@ def _residuals_of_chunk(chunk, hidden, sample_of, position_of, starts, unique, s
     padded = torch.zeros(len(chunk), int(counts.max()), width, dtype=torch.float32, device=hidden.device)
     for i, (samples, positions) in enumerate(selected):  # one group's LayerNormed copy alive at a time
         padded[i, : samples.numel()] = layer_norm(hidden[samples, positions], config.layer_norm_eps)
+    del selected
     test_matrix_rng = torch.Generator().manual_seed(base_seed)
     mean, basis, ranks = positive_subspace(
         padded, counts, config.rank, config.subspace, config.oversample, config.power_iters, config.rank_rtol,
-        test_matrix_rng,
+        test_matrix_rng, overwrite=True,
     )
     del padded
 
+    step = max(1, _BLOCK_ELEMENTS // width)
     for i, g in enumerate(chunk):
-        lo, hi = starts[2 * g + 1], starts[2 * g + 2]
-        samples, positions = sample_of[lo:hi], position_of[lo:hi]
-        centred = layer_norm(hidden[samples, positions], config.layer_norm_eps) - mean[i]
-        outside = centred - (centred @ basis[i]) @ basis[i].T
-        residual[samples, positions] = outside.pow(2).sum(dim=-1) / width
-        has_residual[samples, positions] = True
+        for lo in range(starts[2 * g + 1], starts[2 * g + 2], step):
+            hi = min(lo + step, starts[2 * g + 2])
+            samples, positions = sample_of[lo:hi], position_of[lo:hi]
+            centred = layer_norm(hidden[samples, positions], config.layer_norm_eps).sub_(mean[i])
+            outside = centred.sub_((centred @ basis[i]) @ basis[i].T)
+            residual[samples, positions] = outside.pow_(2).sum(dim=-1) / width
+            has_residual[samples, positions] = True
     stats.group_rank.update({unique[g]: r for g, r in zip(chunk, ranks.tolist())})
+
+
+def _per_token(hidden: torch.Tensor, fn) -> torch.Tensor:
+    """``(B, T)`` values of ``fn`` (fp32 ``(n, H)`` -> ``(n,)``) over every token's state, in fp32 blocks."""
+    batch, length, width = hidden.shape
+    flat = hidden.reshape(batch * length, width)
+    step = max(1, _BLOCK_ELEMENTS // max(1, width))
+    out = torch.empty(batch * length, dtype=torch.float32, device=hidden.device)
+    for lo in range(0, batch * length, step):
+        out[lo : lo + step] = fn(flat[lo : lo + step].float())
+    return out.reshape(batch, length)
 
 
 def _subsample(samples, positions, sample_rank, length, size, seed):
@@ -269,7 +299,8 @@ def _content_rank(hidden: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.
     immaterial because their tokens are identical.
     """
     direction = torch.randn(hidden.shape[-1], generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
-    projection = (hidden @ direction.to(device=hidden.device, dtype=hidden.dtype)).float()
+    direction = direction.to(hidden.device)
+    projection = _per_token(hidden, lambda x: x @ direction)  # fp32: bf16 products would tie distinct responses
     projection = torch.nan_to_num(projection * mask, nan=0.0, posinf=0.0, neginf=0.0)
     fingerprint = projection.sum(dim=1) / mask.sum(dim=1).clamp_min(1)
     return torch.argsort(torch.argsort(fingerprint, stable=True), stable=True)

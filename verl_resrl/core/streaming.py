@@ -19,6 +19,10 @@ from verl_resrl.core.residual import GROUP_STATUSES, ResidualStats, compute_resi
 # Per-sample status codes returned with the residuals (the driver turns them into metrics).
 STATUS_CODES = {name: code for code, name in enumerate(GROUP_STATUSES)}
 
+# Groups computed together are padded into one (samples, longest, H) buffer of at most this many elements
+# (64 MiB in bf16), so a flush of many groups at once (the final one, or dynamic batch size) never pads them all.
+_FLUSH_ELEMENTS = 1 << 25
+
 
 class StreamingGroupResiduals:
     """Collect response states per sample; compute each group's residuals as soon as it is complete.
@@ -63,23 +67,44 @@ class StreamingGroupResiduals:
         self.missing[self.group_ids[sample_index]] -= 1
 
     def flush(self, final: bool = False) -> None:
-        """Compute every complete group (every group with ``final=True``) and drop its states."""
+        """Compute every complete group (every group with ``final=True``) and drop its states.
+
+        Groups are computed in chunks whose padded ``(samples, longest, H)`` buffer has at most
+        ``_FLUSH_ELEMENTS`` elements (one group at least); each sample's states are dropped as they are copied
+        into the buffer, so a flush holds little more than the states it was given.
+        """
         ready = [g for g, n in self.missing.items() if n == 0 or (final and any(i in self.states for i in self.members[g]))]
         if not ready:
             return
         start = time.perf_counter()
-        samples = [i for g in ready for i in self.members[g] if i in self.states]
-        states = [self.states.pop(i) for i in samples]
         for g in ready:
             del self.missing[g]
-        width = states[0].shape[-1]
-        longest = max(1, max(s.shape[0] for s in states))
-        hidden = states[0].new_zeros(len(samples), longest, width)
+        chunk, rows, longest = [], 0, 1
+        for g in ready:
+            held = [self.states[i] for i in self.members[g] if i in self.states]
+            group_longest = max(s.shape[0] for s in held)
+            if chunk and (rows + len(held)) * max(longest, group_longest) * held[0].shape[-1] > _FLUSH_ELEMENTS:
+                self._compute(chunk)
+                chunk, rows, longest = [], 0, 1
+            chunk.append(g)
+            rows, longest = rows + len(held), max(longest, group_longest)
+        del held
+        self._compute(chunk)
+        self.seconds += time.perf_counter() - start
+
+    def _compute(self, groups: list) -> None:
+        """Residuals of ``groups`` from one padded buffer, filled by moving each sample's states into it."""
+        samples = [i for g in groups for i in self.members[g] if i in self.states]
+        first = self.states[samples[0]]
+        longest = max(1, max(self.states[i].shape[0] for i in samples))
+        hidden = first.new_zeros(len(samples), longest, first.shape[-1])
         mask = torch.zeros(len(samples), longest, device=hidden.device)
-        for row, (i, s) in enumerate(zip(samples, states)):
-            hidden[row, : s.shape[0]] = s
-            mask[row, : s.shape[0]] = 1 if self.masks is None else self.masks[i].to(mask.device, mask.dtype)
-        del states
+        del first
+        for row, i in enumerate(samples):
+            states = self.states.pop(i)
+            hidden[row, : states.shape[0]] = states
+            mask[row, : states.shape[0]] = 1 if self.masks is None else self.masks[i].to(mask.device, mask.dtype)
+            del states
         ids = [self.group_ids[i] for i in samples]
         result = compute_residuals(hidden, mask, ids, self.is_positive[samples].to(hidden.device), self.config)
         del hidden
@@ -88,9 +113,8 @@ class StreamingGroupResiduals:
             n = int(self.lengths[i])
             self.residual[i] = residual[row, :n]
             self.has_residual[i] = has_residual[row, :n]
-        self._record_status(ready, result.stats)
+        self._record_status(groups, result.stats)
         self.stats = self.stats.merge(result.stats)
-        self.seconds += time.perf_counter() - start
 
     def _record_status(self, groups, stats: ResidualStats) -> None:
         for g in groups:

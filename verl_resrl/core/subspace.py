@@ -24,24 +24,41 @@ def positive_subspace(
     power_iters: int = 6,
     rtol: float = 1e-4,
     generator: torch.Generator | None = None,
+    overwrite: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean and orthonormal basis of the top-``rank`` principal subspace of each group.
 
     Args:
-        x: ``(G, n, H)`` float32 positive token states; rows ``>= counts[g]`` are padding (any value).
+        x: ``(G, n, H)`` positive token states (any float dtype; the math is float32 with autocast disabled);
+            rows ``>= counts[g]`` are padding (any value).
         counts: ``(G,)`` int64 number of real rows per group (>= 2).
         rank: k.
         generator: CPU generator for the random test matrix of the randomized range finder.
+        overwrite: centre a float32 ``x`` in place instead of in a copy (saves one ``(G, n, H)`` copy).
 
     Returns:
         mean: ``(G, H)``.
         basis: ``(G, H, k')`` with ``k' = min(rank, n, H)``; column j of group g is zero when j >= ranks[g].
         ranks: ``(G,)`` int64, ``min(rank, counts - 1, numerical rank)``.
+
+    Cost: ``randomized`` is about ``4 (power_iters + 1) n H (rank + oversample)`` flops per group and holds
+    ``(G, max(n, H), rank + oversample)`` beyond ``x``. ``exact`` is a full SVD of each ``n x H`` group, which
+    also holds ``U`` and LAPACK's copy of the input (about two more ``(G, n, H)``): at ``n = 4096, H = 2560``
+    about 0.4 s per group on an H100 against 10-12 ms for the range finder (oversample 32, 6 iterations).
     """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _positive_subspace(x, counts, rank, method, oversample, power_iters, rtol, generator, overwrite)
+
+
+def _positive_subspace(x, counts, rank, method, oversample, power_iters, rtol, generator, overwrite):
     num_groups, n, hidden = x.shape
     real = (torch.arange(n, device=x.device).unsqueeze(0) < counts.unsqueeze(1)).unsqueeze(-1)  # (G, n, 1)
-    mean = (x * real).sum(dim=1) / counts.unsqueeze(1).to(x.dtype) if n else x.sum(dim=1)
-    centred = (x - mean.unsqueeze(1)).mul_(real)  # one (G, n, H) copy; padding rows are exactly zero
+    centred = x.float()
+    if centred is x and not overwrite:
+        centred = centred.clone()
+    centred.masked_fill_(~real, 0.0)  # padding rows are exactly zero from here on
+    mean = centred.sum(dim=1) / counts.unsqueeze(1).to(centred.dtype) if n else centred.sum(dim=1)
+    centred.sub_(mean.unsqueeze(1)).masked_fill_(~real, 0.0)
 
     width = min(rank + oversample, n, hidden)
     if method == "exact" or width >= min(n, hidden):
