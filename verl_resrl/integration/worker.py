@@ -7,6 +7,11 @@ FSDP engine is wrapped to turn each micro-batch's captured states into per-sampl
 as veRL turns logits into log-probs (remove-padding packing, Ulysses gather, dynamic batch order), and to
 hand them to :class:`~verl_resrl.core.streaming.StreamingGroupResiduals`, which computes each group as soon as
 it is complete. The residuals are returned with the log-probs as nested per-sample tensors.
+
+Under Ulysses every rank of a sequence-parallel group takes part in the gather of the states, but only the
+rank that returns the pass's outputs computes residuals. An error in this work (it depends on the data, so it
+can hit one rank only) is recorded and ends the ResRL work of that rank, while the pass itself runs to its end
+so that no rank is left waiting in a collective; after the pass all ranks learn of it and raise.
 """
 
 from __future__ import annotations
