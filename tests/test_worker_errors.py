@@ -6,6 +6,11 @@ the package's wrapped ``infer_batch`` / ``prepare_model_outputs`` over its own b
 FSDP engine does; an error is forced on one rank at each place where the data can make ResRL raise (setting up
 the pass, adding a sample's states, computing a group, the final flush). Both ranks must raise, quickly, the
 failing one its own error and the other an error naming the failing rank, and the next pass must work.
+
+The same two processes then form one Ulysses group over the same batch (each rank holds half of every packed
+micro-batch, veRL's own ``_gather_and_unpad_packed`` gathers it): the rank that returns the outputs gets the
+residuals of the whole sequences, the other one computes none, and an error on the computing rank still lets
+the other finish its gathers.
 """
 
 import os
