@@ -47,7 +47,8 @@ def test_smoke_checks_pass(smoke_report):
     judged = {c["name"]: c["ok"] for entry in report["checks"].values() for c in entry["criteria"]}
     assert judged["time, median (ms)"] is None and judged["extra time (%)"] is None
     assert all(ok is True for name, ok in judged.items() if "time" not in name and "memory" not in name)
-    assert report["elapsed_s"] < 60
+    # about 30 s on 2 idle cores; the bound leaves room for a machine shared with other jobs
+    assert report["elapsed_s"] < 120
 
 
 def test_budget_skips_the_remaining_checks(tmp_path):
