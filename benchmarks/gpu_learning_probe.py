@@ -1,12 +1,16 @@
 """GPU learning probe: GRPO vs ResRL on a pretrained SmolLM2-135M-Instruct, one seed, one call.
 
 The first evidence with a *pretrained* policy (the CPU demo's 1.9 M-parameter model is not the regime the
-paper's claims are about). Task: reasoning-gym ``chain_sum`` (sums and differences of integers), whose
-problems are generated once with reasoning-gym and stored in ``benchmarks/data/probe_chain_sum.json`` (the
-device machine has no reasoning-gym); the reward is 1 when the answer extracted from the response equals the
-oracle as a decimal number (reasoning-gym's ``score_answer`` == 1.0), else 0. Why this task and difficulty:
-``benchmarks/results/probe_task_choice.json`` (sampled pass@8 of the untrained model, measured on CPU by the
-``measure`` command below).
+paper's claims are about). Task: reasoning-gym ``chain_sum`` (sums and differences of integers) at four
+difficulty levels (:data:`LEVELS`: up to 3-6 terms of up to 2-4 digits), generated once with reasoning-gym
+(``data`` command) and stored in ``benchmarks/data/probe_chain_sum.json`` (the device machine has no
+reasoning-gym). The reward is 1 when the answer extracted from the response (the number after the last
+``Answer:``, else the last number) equals the oracle as a decimal number (what reasoning-gym's
+``score_answer`` scores 1.0), else 0. The prompt is reasoning-gym's question + :data:`INSTRUCTION` in
+SmolLM2's chat template. ``--level auto`` (default) first measures each level's pass@8 for the untrained
+model at the rollout temperature on 64 train problems that the run does not train on, and trains on the
+level closest to 55% within 30-80% (a few seconds on a GPU; on 2 CPU cores the same measurement, the
+``measure`` command, takes tens of minutes per level: ``benchmarks/results/probe_task_choice.json``).
 
 What runs (``probe``, the default command): both methods start from the same weights and train interleaved,
 step by step, on the same prompts (so a time-budget stop leaves them with the same number of steps):
