@@ -78,12 +78,12 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import random
 import re
 import subprocess
 import sys
 import time
+import traceback
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -546,28 +546,20 @@ def run_probe(args) -> dict:
         models[method] = model
         optimizers[method] = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
                                                betas=(0.9, 0.999))
+    del initial
     history: dict[str, list] = {m: [] for m in methods}
-    stop_reason, steps_done, step_s = "steps", 0, []
-    for step in range(args.steps):
-        t_step = time.perf_counter()
-        problems = [train[(step * args.prompts + j) % len(train)] for j in range(args.prompts)]
-        for method in methods:
-            t_m = time.perf_counter()
-            batch = rollout_batch(models[method], tokenizer, problems, args, eos_id, pad_id, seed=args.seed + step)
-            gen_s = time.perf_counter() - t_m
-            metrics = train_step(models[method], optimizers[method], batch, method, cfg, args)
-            metrics.update(step=step + 1, generate_s=gen_s, step_s=time.perf_counter() - t_m)
-            history[method].append(metrics)
-        steps_done = step + 1
-        step_s.append(time.perf_counter() - t_step)
-        line = "  ".join(f"{m} r={history[m][-1]['reward_mean']:.3f} mixed={history[m][-1]['mixed_groups']}"
-                         for m in methods)
-        _print(f"step {steps_done:3d}/{args.steps}  {line}  ({step_s[-1]:.1f} s)")
-        needed = max(step_s) + len(methods) * eval_s * 1.2 + 5.0
-        if steps_done < args.steps and time.perf_counter() - t_start + needed > args.budget_s:
-            stop_reason = f"budget: {args.budget_s:.0f} s would be exceeded by one more step + final evaluation"
-            break
-
+    stop_reason, steps_done, step_s, error = "steps", 0, [], None
+    try:
+        steps_done = train_interleaved(models, optimizers, methods, train, tokenizer, cfg, args, eos_id, pad_id,
+                                       history, step_s, t_start, eval_s)
+    except Exception as exc:  # evaluate and write what was reached, then fail (below)
+        error = traceback.format_exc()
+        _print(error)
+        steps_done = min(len(h) for h in history.values())
+    if error:
+        stop_reason = f"error: {error.strip().splitlines()[-1]}"
+    elif steps_done < args.steps:
+        stop_reason = f"budget: {args.budget_s:.0f} s would be exceeded by one more step + final evaluation"
     after = {}
     for method in methods:
         after[method] = evaluate(models[method], tokenizer, heldout, **eval_kwargs(args, eos_id, pad_id))
@@ -593,6 +585,8 @@ def run_probe(args) -> dict:
         "stop_reason": stop_reason,
         "timing_s": {"load": load_s, "eval_before": eval_s, "step_pair_mean": sum(step_s) / max(1, len(step_s)),
                      "total": time.perf_counter() - t_start},
+        "peak_gpu_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "error": error,
         "before": before,
         "after": after,
         "history": history,
@@ -603,7 +597,34 @@ def run_probe(args) -> dict:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+    if error:
+        raise SystemExit(f"training failed after {steps_done} step(s); the JSON holds what was reached")
     return result
+
+
+def train_interleaved(models, optimizers, methods, train, tokenizer, cfg, args, eos_id, pad_id, history, step_s,
+                      t_start, eval_s) -> int:
+    """Steps of every method in turn on the same prompts, until --steps or the budget; returns steps done."""
+    steps_done = 0
+    for step in range(args.steps):
+        t_step = time.perf_counter()
+        problems = [train[(step * args.prompts + j) % len(train)] for j in range(args.prompts)]
+        for method in methods:
+            t_m = time.perf_counter()
+            batch = rollout_batch(models[method], tokenizer, problems, args, eos_id, pad_id, seed=args.seed + step)
+            gen_s = time.perf_counter() - t_m
+            metrics = train_step(models[method], optimizers[method], batch, method, cfg, args)
+            metrics.update(step=step + 1, generate_s=gen_s, step_s=time.perf_counter() - t_m)
+            history[method].append(metrics)
+        steps_done = step + 1
+        step_s.append(time.perf_counter() - t_step)
+        line = "  ".join(f"{m} r={history[m][-1]['reward_mean']:.3f} mixed={history[m][-1]['mixed_groups']}"
+                         for m in methods)
+        _print(f"step {steps_done:3d}/{args.steps}  {line}  ({step_s[-1]:.1f} s)")
+        needed = max(step_s) + len(methods) * eval_s * 1.2 + 5.0
+        if steps_done < args.steps and time.perf_counter() - t_start + needed > args.budget_s:
+            break
+    return steps_done
 
 
 def table(result: dict) -> str:
@@ -797,6 +818,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                 setattr(args, key, value)
     if args.command in ("probe", "measure") and not args.smoke and not (args.model_dir or args.gguf or args.gguf_parts):
         parser.error("give the model: --model-dir DIR, --gguf FILE or --gguf-parts P1 P2 (or --smoke)")
+    if args.command == "probe":
+        for key, low in (("steps", 1), ("prompts", 1), ("n", 2), ("mini_batches", 1), ("micro_batch", 1),
+                         ("choice_problems", 1), ("heldout", 1), ("eval_samples", 1)):
+            if getattr(args, key) < low:
+                parser.error(f"--{key.replace('_', '-')} must be >= {low}, got {getattr(args, key)}")
     if args.command == "probe" and args.prompts * args.n % args.mini_batches:
         parser.error(f"--prompts x --n = {args.prompts * args.n} is not a multiple of --mini-batches")
     return args

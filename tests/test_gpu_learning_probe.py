@@ -186,3 +186,23 @@ def test_gguf_halves_are_checked_before_loading(tmp_path):
     assert assembled.read_bytes() == b"GGUFnot the model" and assembled.name == probe.GGUF_NAME
     with pytest.raises(ValueError, match=probe.GGUF_SHA256):
         probe.check_sha256(assembled)
+
+
+def test_a_failing_step_still_writes_the_json_and_fails(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("residuals broke")
+
+    monkeypatch.setattr(probe, "compute_residuals", broken)
+    out = tmp_path / "probe.json"
+    with pytest.raises(SystemExit, match="training failed after 0 step"):
+        probe.main(["--smoke", "--steps", "2", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["steps_done"] == 0 and "residuals broke" in result["stop_reason"]
+    assert "RuntimeError" in result["error"] and set(result["after"]) == {"grpo", "resrl"}
+
+
+def test_settings_are_checked_before_anything_runs():
+    with pytest.raises(SystemExit):
+        probe.parse_args(["--smoke", "--n", "1"])
+    with pytest.raises(SystemExit):
+        probe.parse_args(["--steps", "3"])  # no model given
