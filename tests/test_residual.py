@@ -263,3 +263,16 @@ def test_extra_memory_is_bounded_by_the_chunk_sizes(monkeypatch):
     one_group_fp32 = 4 * 128 * 256 * 4
     outputs = res.residual.nbytes + res.has_residual.nbytes
     assert peak < outputs + 3 * one_group_fp32, (peak, hidden.nbytes)
+
+
+def test_fingerprint_orders_responses_that_differ_below_bf16_resolution():
+    """The content order used for sub-sampling must not fall back to batch order for nearly equal responses."""
+    gen = torch.Generator().manual_seed(13)
+    a = torch.randn(1, 32, 256, generator=gen).bfloat16()
+    b = a.clone()
+    # one coordinate of one token, one bf16 step: far below the bf16 resolution of the token's projection
+    b[0, 5, 7] = torch.nextafter(a[0, 5, 7], torch.tensor(100.0, dtype=torch.bfloat16))
+    mask = torch.ones(2, 32)
+    ab = residual_module._content_rank(torch.cat([a, b]), mask, seed=0)
+    ba = residual_module._content_rank(torch.cat([b, a]), mask, seed=0)
+    assert ab.tolist() == ba.flip(0).tolist()
