@@ -73,6 +73,7 @@ ABLATION_SEEDS = (0, 1, 2)
 STAGES = ("sweep", "regime", "final", "ablation")
 N_DEV, N_TEST = 128, 256
 K = 16
+EVAL_BATCH_PROMPTS = 128  # problems per generate call (x 16 samples): 4.5x faster than 32 on 2 cores
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ def record_matches(record: dict, run: Run, args, policy_sha: str) -> bool:
 
 
 def split_sizes(args) -> dict[str, int]:
-    return {"dev": args.n_dev, "test": args.n_test}
+    return {"dev": args.n_dev, "test": args.n_test, "eval_batch_prompts": EVAL_BATCH_PROMPTS}
 
 
 def held_out_splits(n_dev: int, n_test: int):
@@ -213,7 +214,8 @@ def evaluate(model_dir, args) -> dict[str, dict]:
     from verl_resrl.demo.evaluate_policy import evaluate_model_dir
 
     dev, test = held_out_splits(args.n_dev, args.n_test)
-    return {name: evaluate_model_dir(model_dir, problems=problems, k=K, seed=args.eval_seed, threads=args.threads)
+    return {name: evaluate_model_dir(model_dir, problems=problems, k=K, seed=args.eval_seed, threads=args.threads,
+                                     batch_prompts=EVAL_BATCH_PROMPTS)
             for name, problems in (("dev", dev), ("test", test))}
 
 

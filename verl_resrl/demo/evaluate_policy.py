@@ -102,7 +102,7 @@ def load_model(model_dir):
 
 
 def evaluate_model_dir(model_dir, problems=None, k: int = 16, temperature: float = 1.0, seed: int = 0,
-                       n_test: int = 128, threads: int | None = 2) -> dict:
+                       n_test: int = 128, threads: int | None = 2, batch_prompts: int = 32) -> dict:
     """Load an HF model directory and score ``k`` samples per held-out problem (default: the task's test split)."""
     import torch
 
@@ -112,7 +112,8 @@ def evaluate_model_dir(model_dir, problems=None, k: int = 16, temperature: float
         problems = held_out(n_test)
     model, tokenizer = load_model(model_dir)
     start = time.time()
-    completions = sample_completions(model, tokenizer, problems, k, temperature=temperature, seed=seed)
+    completions = sample_completions(model, tokenizer, problems, k, temperature=temperature, seed=seed,
+                                     batch_prompts=batch_prompts)
     metrics = score_completions(problems, completions)
     metrics.update(model=str(model_dir), temperature=temperature, seed=seed, seconds=round(time.time() - start, 2),
                    examples=[{"prompt": p.prompt, "answer": p.answer, "samples": c[:3]}
