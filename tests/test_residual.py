@@ -276,3 +276,12 @@ def test_fingerprint_orders_responses_that_differ_below_bf16_resolution():
     ab = residual_module._content_rank(torch.cat([a, b]), mask, seed=0)
     ba = residual_module._content_rank(torch.cat([b, a]), mask, seed=0)
     assert ab.tolist() == ba.flip(0).tolist()
+
+
+def test_large_fp16_states_are_not_taken_for_non_finite():
+    """fp16 states whose per-token sum exceeds fp16's range (65504) are finite; the check must not overflow."""
+    gen = torch.Generator().manual_seed(14)
+    hidden, mask, gids, pos, _ = make_batch([4], length=8, width=1024, generator=gen, min_len=8)
+    hidden = (hidden.abs() + 100).half()  # every token sums to > 1e5
+    res = compute_residuals(hidden, mask, gids, pos, ResRLConfig(rank=4))
+    assert res.stats.skipped_nonfinite == 0 and res.stats.computed_groups == 1

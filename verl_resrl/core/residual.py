@@ -167,8 +167,13 @@ def _compute_residuals(hidden, response_mask, group_ids, is_positive, config, ba
         return Residuals(residual, has_residual, stats)
 
     # Per-group bookkeeping, vectorised over samples.
-    # A sum is non-finite iff a term is (or it overflows fp32, which LayerNorm could not handle either).
-    nonfinite_token = mask & ~torch.isfinite(_per_token(hidden, lambda x: x.sum(dim=-1)))
+    # A sum is non-finite iff a term is (or it overflows fp32, which LayerNorm could not handle either). bf16 has
+    # fp32's range, so its own sum (no fp32 copy) gives the same answer; fp16's would overflow at 65504.
+    if hidden.dtype in (torch.bfloat16, torch.float32, torch.float64):
+        token_sum = hidden.sum(dim=-1)
+    else:
+        token_sum = _per_token(hidden, lambda x: x.sum(dim=-1))
+    nonfinite_token = mask & ~torch.isfinite(token_sum)
     tokens = mask.sum(dim=1)
     nonempty = tokens > 0
     negative = ~is_positive
