@@ -1,5 +1,7 @@
 from setuptools import find_packages, setup
 
+DEMO = ["transformers==5.10.4", "tokenizers==0.22.2", "matplotlib"]
+
 setup(
     name="verl-resrl",
     version="0.1.0",
@@ -25,7 +27,10 @@ setup(
         # `flash-attn`: flash-attn 2.8.3, a source package whose build imports torch: install it after `gpu`, on a
         # CUDA machine, with `pip install --no-build-isolation`.
         "flash-attn": ["verl[flash-attn-cu130torch211]==0.9.1"],
-        "test": ["pytest", "tokenizers", "transformers", "matplotlib"],
+        # The CPU demo's starting policy is built from a seed: its weights (and so every committed demo result,
+        # benchmarks/results/learning/) depend on the transformers / tokenizers versions that build it.
+        "demo": DEMO,
+        "test": ["pytest", *DEMO],
     },
     entry_points={"verl.plugins": ["resrl = verl_resrl.plugin"]},
 )

@@ -17,7 +17,7 @@ start=$(date +%s)
 echo "== setup: .venv (torch CPU build + verl-resrl, first run only)"
 # shellcheck source=recipes/_venv.sh
 source recipes/_venv.sh
-setup_venv
+VENV_EXTRAS="[demo]" setup_venv
 echo "   ready in $(( $(date +%s) - start )) s"
 
 args=()
