@@ -9,8 +9,9 @@ reasoning-gym). The reward is 1 when the answer extracted from the response (the
 ``score_answer`` scores 1.0), else 0. The prompt is reasoning-gym's question + :data:`INSTRUCTION` in
 SmolLM2's chat template. ``--level auto`` (default) first measures each level's pass@8 for the untrained
 model at the rollout temperature on 64 train problems that the run does not train on, and trains on the
-level closest to 55% within 30-80% (a few seconds on a GPU; on 2 CPU cores the same measurement, the
-``measure`` command, takes tens of minutes per level: ``benchmarks/results/probe_task_choice.json``).
+level closest to 55% within 30-80% (a few seconds on a GPU). The ``measure`` command makes the same
+measurement on its own (e.g. on CPU, where 16 problems x 8 samples of one level take tens of minutes on 2 loaded
+cores) and writes its JSON after each level.
 
 What runs (``probe``, the default command): both methods start from the same weights and train interleaved,
 step by step, on the same prompts (so a time-budget stop leaves them with the same number of steps):
