@@ -1,4 +1,4 @@
-"""GPU learning probe: GRPO vs ResRL on a pretrained SmolLM2-135M-Instruct, one seed, one call.
+r"""GPU learning probe: GRPO vs ResRL on a pretrained SmolLM2-135M-Instruct, one seed, one call.
 
 The first evidence with a *pretrained* policy (the CPU demo's 1.9 M-parameter model is not the regime the
 paper's claims are about). Task: reasoning-gym ``chain_sum`` (sums and differences of integers) at four
@@ -59,9 +59,9 @@ within the machine's warm period (30 s on nvidia-h200) after the first one retur
 
 3. call 2, *immediately* after call 1 returns (carry ``[".probe/b"]``, timeout_s 600)::
 
-       python3 -m pip install -q --no-index --no-deps --target /tmp/site .probe/b/*.whl &&
-       PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:. python3 benchmarks/gpu_learning_probe.py probe
-         --gguf-parts /tmp/resrl_probe/smollm2.gguf.part0 .probe/b/smollm2.gguf.part1
+       python3 -m pip install -q --no-index --no-deps --target /tmp/site .probe/b/*.whl && \
+       PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:. python3 benchmarks/gpu_learning_probe.py probe \
+         --gguf-parts /tmp/resrl_probe/smollm2.gguf.part0 .probe/b/smollm2.gguf.part1 \
          --model-dir /tmp/resrl_probe/hf --budget-s 500 --out $OUT/gpu_learning_probe.json
 
    (``--model-dir`` caches the converted model: a rerun while the machine is still warm loads it from there.)
