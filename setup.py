@@ -1,7 +1,5 @@
 from setuptools import find_packages, setup
 
-DEMO = ["transformers==5.10.4", "tokenizers==0.22.2", "matplotlib"]
-
 setup(
     name="verl-resrl",
     version="0.1.0",
@@ -29,8 +27,8 @@ setup(
         "flash-attn": ["verl[flash-attn-cu130torch211]==0.9.1"],
         # The CPU demo's starting policy is built from a seed: its weights (and so every committed demo result,
         # benchmarks/results/learning/) depend on the transformers / tokenizers versions that build it.
-        "demo": DEMO,
-        "test": ["pytest", *DEMO],
+        "demo": ["transformers==5.10.4", "tokenizers==0.22.2", "matplotlib"],
+        "test": ["pytest", "transformers==5.10.4", "tokenizers==0.22.2", "matplotlib"],  # = demo + pytest
     },
     entry_points={"verl.plugins": ["resrl = verl_resrl.plugin"]},
 )
