@@ -353,7 +353,6 @@ def main(argv: list[str] | None = None) -> dict:
         policy_dir = (args.policy_dir or args.work_dir / "policy").resolve()
         manifest = build_policy(policy_dir, PolicyConfig(), log=lambda m: print(m, flush=True))
         policy_sha = manifest["sha256"]["model.safetensors"]
-        dev, _ = held_out_splits(args.n_dev, args.n_test)
         data = write_data(args.work_dir / "data", n_test=args.n_dev)  # main_ppo's val file (validation is off)
         start = start_record(args, policy_dir, policy_sha)
         execute(args, state, policy_dir, data, policy_sha)
