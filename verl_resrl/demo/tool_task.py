@@ -27,7 +27,6 @@ trains it on CPU.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 from verl_resrl.cpu.tiny_assets import EOS, PAD, build_bpe_tokenizer
 from verl_resrl.demo import task as demo_task
 from verl_resrl.demo.calculator_tool import TOOL_CONFIG_PATH, TOOL_NAME, TOOL_SCHEMA
+from verl_resrl.demo.policy import sha256_file
 
 TOOL_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
 # Tools are listed by name only: the tiny model's context is short.
@@ -192,10 +192,6 @@ def warm_up(model, episodes: list[tuple[list[int], list[int]]], pad_id: int, con
     return trace
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def build_tool_assets(out_dir, config: ToolTaskConfig = ToolTaskConfig(), log=print) -> ToolAssets:
     """Write (or reuse, when the manifest matches ``config`` and the weights' sha256) the assets in ``out_dir``."""
     import torch
@@ -214,7 +210,7 @@ def build_tool_assets(out_dir, config: ToolTaskConfig = ToolTaskConfig(), log=pr
         manifest = json.loads(manifest_path.read_text())
         weights = model_dir / "model.safetensors"
         if (manifest.get("version") == MANIFEST_VERSION and manifest.get("config") == asdict(config)
-                and weights.is_file() and manifest.get("weights_sha256") == _sha256(weights)):
+                and weights.is_file() and manifest.get("weights_sha256") == sha256_file(weights)):
             return assets
     start = time.time()
     threads = torch.get_num_threads()
@@ -237,7 +233,7 @@ def build_tool_assets(out_dir, config: ToolTaskConfig = ToolTaskConfig(), log=pr
     manifest = {"version": MANIFEST_VERSION, "config": asdict(config), "warmup_loss": trace,
                 "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer),
                 "build_seconds": round(time.time() - start, 1),
-                "weights_sha256": _sha256(model_dir / "model.safetensors")}
+                "weights_sha256": sha256_file(model_dir / "model.safetensors")}
     manifest_path.write_text(json.dumps(manifest, indent=1))
     log(f"[tool task] built {out} in {manifest['build_seconds']} s; warm-up loss {trace}")
     return assets
