@@ -553,7 +553,7 @@ def run_probe(args) -> dict:
     try:
         steps_done = train_interleaved(models, optimizers, methods, train, tokenizer, cfg, args, eos_id, pad_id,
                                        history, step_s, t_start, eval_s)
-    except Exception as exc:  # evaluate and write what was reached, then fail (below)
+    except Exception:  # evaluate and write what was reached, then fail (below)
         error = traceback.format_exc()
         _print(error)
         steps_done = min(len(h) for h in history.values())

@@ -29,7 +29,6 @@ Writes ``<out-dir>/train.parquet`` (DAPO-Math-17k), ``<out-dir>/<name>.parquet``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

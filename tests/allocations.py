@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile
 

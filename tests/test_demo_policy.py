@@ -7,6 +7,7 @@ import pytest
 pytest.importorskip("tokenizers")
 pytest.importorskip("transformers")
 
+from harness import load_script  # noqa: E402
 from verl_resrl.demo import policy, task  # noqa: E402
 from verl_resrl.demo.evaluate_policy import prompt_ids, sample_completions, score_completions  # noqa: E402
 from verl_resrl.evaluate import pass_at_k  # noqa: E402
@@ -121,13 +122,10 @@ def test_demo_rl_overrides_compose_for_every_estimator(tmp_path):
 
 def test_resrl_weights_diagnostics_shared_prefix():
     """benchmarks/resrl_weights_diagnostics.py: a wrong response's shared prefix with a correct one of its group."""
-    import importlib.util
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "resrl_weights_diagnostics.py"
-    spec = importlib.util.spec_from_file_location("weights_diag", path)
-    diag = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(diag)
+    diag = load_script(path, "weights_diag")
     samples = [([0], [5, 6, 7, 2], 1.0), ([0], [5, 6, 9, 2], 0.0), ([0], [8, 2], 0.0),  # group 0
                ([0], [5, 6, 7, 2], 0.0), ([0], [5, 6, 7, 2], 0.0)]  # group 1: no correct response
     assert diag.shared_prefix_lengths(samples, [0, 0, 0, 1, 1]) == [0, 2, 0, 0, 0]

@@ -15,7 +15,6 @@ identical step for step (up to float summation order) whether the ResRL patches 
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch

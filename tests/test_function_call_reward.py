@@ -9,22 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
+from harness import REPO, load_script
 
-REPO = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("bfcl_eval") is None:
     pytest.skip("needs BFCL's data and checker: pip install --no-deps bfcl-eval==2026.3.23", allow_module_level=True)
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("resrl_fc_reward_under_test",
-                                                  REPO / "reward_fns" / "function_call_reward.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fc = _load()
+fc = load_script(REPO / "reward_fns" / "function_call_reward.py", "resrl_fc_reward_under_test")
 
 AREA = {"name": "area", "parameters": {"type": "dict", "required": ["base", "height"], "properties": {
     "base": {"type": "integer"}, "height": {"type": "float"}, "unit": {"type": "string"}}}}

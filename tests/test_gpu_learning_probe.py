@@ -1,6 +1,5 @@
 """benchmarks/gpu_learning_probe.py: the --smoke run (CI) and the pieces the GPU run relies on."""
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from harness import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_learning_probe.py"
@@ -27,14 +27,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("gpu_learning_probe_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-probe = _load()
+probe = load_script(SCRIPT, "gpu_learning_probe_under_test")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """benchmarks/learning.py (the study's plan and selection) and benchmarks/learning_report.py (tables, bootstrap)."""
 
-import importlib.util
 import random
 import sys
 from dataclasses import asdict
@@ -8,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from harness import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -15,11 +15,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 def _load(name):
     sys.path.insert(0, str(BENCH))
     try:
-        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up
-        spec.loader.exec_module(module)
-        return module
+        return load_script(BENCH / f"{name}.py", name)
     finally:
         sys.path.remove(str(BENCH))
 

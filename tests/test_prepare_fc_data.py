@@ -4,27 +4,18 @@ import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from harness import REPO, load_script
 
-REPO = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("bfcl_eval") is None:
     pytest.skip("needs BFCL's data and checker: pip install --no-deps bfcl-eval==2026.3.23", allow_module_level=True)
 SCRIPT = REPO / "recipes" / "prepare_fc_data.py"
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-prep = _load("resrl_prepare_fc_data_under_test", SCRIPT)
-fc = _load("resrl_fc_reward_for_prepare_test", REPO / "reward_fns" / "function_call_reward.py")
+prep = load_script(SCRIPT, "resrl_prepare_fc_data_under_test")
+fc = load_script(REPO / "reward_fns" / "function_call_reward.py", "resrl_fc_reward_for_prepare_test")
 
 
 def test_package_data_to_parquet_with_categories_apart(tmp_path):

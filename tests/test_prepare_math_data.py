@@ -1,6 +1,5 @@
 """recipes/prepare_math_data.py on small local fixtures (no network)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -8,12 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from harness import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "recipes" / "prepare_math_data.py"
-spec = importlib.util.spec_from_file_location("prepare_math_data_under_test", SCRIPT)
-prep = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = prep  # dataclasses look their module up while the file executes
-spec.loader.exec_module(prep)
+prep = load_script(SCRIPT, "prepare_math_data_under_test")
 
 
 def _write_jsonl(path, rows):

@@ -1,29 +1,20 @@
 """reward_fns/sandbox.py: hostile programs end within their limits and change nothing outside the sandbox."""
 
-import importlib.util
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from harness import load_script
 
 SANDBOX_PATH = Path(__file__).resolve().parents[1] / "reward_fns" / "sandbox.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("resrl_sandbox_under_test", SANDBOX_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-sb = _load()
+sb = load_script(SANDBOX_PATH, "resrl_sandbox_under_test")
 LIMITS = sb.Limits(wall_s=4.0, cpu_s=2, memory_mb=256, max_processes=16)
 SLACK_S = 4.0  # kill, reap and scheduling on a loaded 2-core machine
 needs_namespaces = pytest.mark.skipif(sb.isolation() != "namespaces",

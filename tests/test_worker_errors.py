@@ -19,6 +19,7 @@ import types
 
 import pytest
 import torch
+from harness import free_port
 
 PASS_SECONDS = 30  # a pass here takes ~1 s; a rank blocked in a collective waits for the 90 s gloo timeout
 # (layout, StreamingGroupResiduals method that raises, rank it raises on); "sp": both ranks form one Ulysses
@@ -173,12 +174,8 @@ def _rank_main(rank, port, results):
 
 
 def test_an_error_on_one_rank_raises_on_both_without_hanging():
-    import socket
-
     mp = torch.multiprocessing.get_context("spawn")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     results = mp.Queue()
     procs = [mp.Process(target=_rank_main, args=(rank, port, results), daemon=True) for rank in (0, 1)]
     for p in procs:

@@ -20,7 +20,7 @@ import hashlib
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from verl_resrl.cpu.tiny_assets import EOS, PAD, build_bpe_tokenizer

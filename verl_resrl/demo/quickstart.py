@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     step_times = [m["timing_s/step"] for s, m in sorted(result.steps.items()) if s > 1 and "timing_s/step" in m]
 
-    print(f"== 4/4 evaluating the trained policy", flush=True)
+    print("== 4/4 evaluating the trained policy", flush=True)
     after = evaluate_model_dir(hf_checkpoint(run_dir, args.steps), k=args.k, n_test=args.n_test, seed=args.seed)
     (out / f"after_{args.estimator}.json").write_text(json.dumps(after, indent=1))
 

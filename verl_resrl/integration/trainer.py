@@ -11,7 +11,6 @@ Each wrapper passes straight through to veRL unless ``algorithm.adv_estimator ==
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import torch
