@@ -29,8 +29,12 @@ its settings, so an interrupted study resumes instead of retraining. After the r
     python benchmarks/learning.py --jobs 2                 # two main_ppo runs at a time
     python benchmarks/learning.py --quick                  # smoke run: 2 runs x 3 steps, 32 + 32 problems
 
-Budget: one run is ~70 s of start-up, ``--steps`` x ~5 s of training and ~60 s of evaluation on 2 cores; the
-whole study is 36 runs (15 sweep + 5 regime + 10 final + 6 ablation), about 4-5 hours on one machine.
+Budget (measured on 2 cores): a run alone trains at ~14 s per step (rollout ~5 s, old log-probs ~2.5 s, update
+~6 s; veRL's CPU workers use one thread each), i.e. ~15 min for 60 steps, plus 1-4 min of start-up and 4-8 min
+of evaluating 6,144 samples. Two runs at a time (``--jobs 2``, or two invocations with disjoint ``--methods``)
+train at 17-19 s per step each, about 1.5x the throughput of one. The whole study is 36 runs (15 sweep + 5
+regime + 10 final + 6 ablation): about 8 hours two at a time, so it spans several sessions; it resumes from the
+committed runs.
 """
 
 from __future__ import annotations
