@@ -32,9 +32,14 @@ its settings, so an interrupted study resumes instead of retraining. After the r
 Budget (measured on 2 cores): a run alone trains at ~14 s per step (rollout ~5 s, old log-probs ~2.5 s, update
 ~6 s; veRL's CPU workers use one thread each), i.e. ~15 min for 60 steps, plus 1-4 min of start-up and 4-8 min
 of evaluating 6,144 samples. Two runs at a time (``--jobs 2``, or two invocations with disjoint ``--methods``)
-train at 17-19 s per step each, about 1.5x the throughput of one. The whole study is 36 runs (15 sweep + 5
-regime + 10 final + 6 ablation): about 8 hours two at a time, so it spans several sessions; it resumes from the
-committed runs.
+train at 17-19 s per step each, about 1.5x the throughput of one. ``--methods`` also limits the ablation stage
+(it belongs to ``resrl`` / ``resrl_pos1``), so two invocations can share the study without running a run twice::
+
+    python benchmarks/learning.py --methods grpo nsr w_reinforce &
+    python benchmarks/learning.py --methods resrl resrl_pos1 &
+
+The whole study is 36 runs (15 sweep + 5 regime + 10 final + 6 ablation): about 8 hours two at a time, so it
+spans several sessions; it resumes from the committed runs.
 """
 
 from __future__ import annotations
@@ -159,7 +164,7 @@ def plan(state: StudyState, stages=STAGES, methods=tuple(METHODS)) -> list[Run]:
             chosen = selected_run(state, m)
             if chosen is not None:
                 runs += [replace(chosen, stage="final", seed=s) for s in FINAL_SEEDS]
-    if "ablation" in stages:
+    if "ablation" in stages and any(m in methods for m in RESRL_METHODS):
         chosen = selected_resrl(state)
         if chosen is not None:
             runs += [replace(chosen, stage="ablation", ablation=a, seed=s) for a in ABLATIONS for s in ABLATION_SEEDS]

@@ -71,6 +71,25 @@ def test_the_study_plans_36_runs_in_four_stages_and_selects_on_dev_only():
     assert study.Run("sweep", "resrl_pos1", 1e-4, 4, 0).overrides() == ["+algorithm.resrl.pos_weight=1.0"]
 
 
+def test_two_invocations_with_disjoint_methods_share_the_study_without_overlap():
+    def finish(state, run):  # the same scores for a run in both studies
+        _finish(state, run, 0.5 + 0.1 * (run.lr == 1e-4), 0.5, random.Random(run.name))
+
+    state = study.StudyState()
+    lanes = (("grpo", "nsr", "w_reinforce"), study.RESRL_METHODS)
+    ran: list[str] = []
+    while todo := [r for lane in lanes for r in study.plan(state, methods=lane) if r.name not in state.records]:
+        names = [r.name for r in todo]
+        assert len(names) == len(set(names)), "a run planned by both invocations"
+        finish(state, todo[0])
+        ran.append(todo[0].name)
+    full = study.StudyState()
+    while todo := [r for r in study.plan(full) if r.name not in full.records]:
+        finish(full, todo[0])
+    assert sorted(ran) == sorted(full.records) and len(ran) == 36
+    assert not [r for r in study.plan(state, methods=lanes[0]) if r.stage == "ablation"]
+
+
 def test_bootstrap_difference_interval():
     rng = np.random.default_rng(0)
     a = rng.uniform(0.4, 0.6, size=(3, 200))
