@@ -365,6 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
         data = write_data(args.work_dir / "data", n_test=args.n_dev)  # main_ppo's val file (validation is off)
         start = start_record(args, policy_dir, policy_sha)
         execute(args, state, policy_dir, data, policy_sha)
+        state = StudyState(load_records(args.out_dir / "runs"))  # with what other invocations have added
     context = {
         "command": "python benchmarks/learning.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
