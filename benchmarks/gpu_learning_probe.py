@@ -1,9 +1,9 @@
 r"""GPU learning probe: GRPO vs ResRL on a pretrained SmolLM2-135M-Instruct, one seed, one call.
 
 The first evidence with a *pretrained* policy (the CPU demo's 1.9 M-parameter model is not the regime the
-paper's claims are about). Task: reasoning-gym ``chain_sum`` (sums and differences of integers) at four
-difficulty levels (:data:`LEVELS`: up to 3-6 terms of up to 2-4 digits), generated once with reasoning-gym
-(``data`` command) and stored in ``benchmarks/data/probe_chain_sum.json`` (the device machine has no
+paper's claims are about). Task: reasoning-gym ``chain_sum`` (sums and differences of integers) at five
+difficulty levels (:data:`LEVELS`: 2 terms of up to 2 digits, then up to 3-6 terms of up to 2-4 digits),
+generated once with reasoning-gym (``data`` command) and stored in ``benchmarks/data/probe_chain_sum.json`` (the device machine has no
 reasoning-gym). The reward is 1 when the answer extracted from the response (the number after the last
 ``Answer:``, else the last number) equals the oracle as a decimal number (what reasoning-gym's
 ``score_answer`` scores 1.0), else 0. The prompt is reasoning-gym's question + :data:`INSTRUCTION` in
@@ -642,12 +642,28 @@ def table(result: dict) -> str:
 
 
 def run_measure(args) -> dict:
-    """Pass@k of the untrained model on each level's first --heldout held-out problems (the task choice)."""
+    """Pass@k of the untrained model on each level's first --heldout held-out problems (the task choice).
+
+    An existing ``--out`` made with the same model, device, settings and instruction keeps its levels: they are
+    not measured again (a long CPU measurement can be continued level by level)."""
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     model, tokenizer, eos_id, pad_id, info = load_policy(args, device)
     levels = load_levels(Path(args.data))
-    results = {}
+    settings = {k: getattr(args, k) for k in ("heldout", "eval_samples", "eval_temperature", "eval_top_p",
+                                              "max_new_tokens", "gen_batch", "seed")}
+    out = {"what": "sampled pass@k of untrained SmolLM2-135M-Instruct per chain_sum level", "model": info,
+           "device": str(device), "torch": torch.__version__, "transformers": _version("transformers"),
+           "data_file": str(args.data), "settings": settings, "instruction": INSTRUCTION, "levels": {}}
+    if args.out and Path(args.out).is_file():
+        previous = json.loads(Path(args.out).read_text())
+        if all(previous.get(k) == out[k] for k in ("model", "device", "settings", "instruction")):
+            out["levels"] = {n: m for n, m in previous.get("levels", {}).items()
+                             if n in levels and m.get("config") == levels[n]["config"]}
+            if out["levels"]:
+                _print(f"kept {', '.join(out['levels'])} from {args.out} (same model, device and settings)")
     for name in args.levels or list(levels):
+        if name in out["levels"]:
+            continue
         t0 = time.perf_counter()
         metrics = evaluate(model, tokenizer, levels[name]["heldout"][:args.heldout], samples=args.eval_samples,
                            temperature=args.eval_temperature, top_p=args.eval_top_p,
@@ -655,13 +671,7 @@ def run_measure(args) -> dict:
                            batch_size=args.gen_batch, seed=args.seed)
         metrics.update(config=levels[name]["config"], time_s=time.perf_counter() - t0)
         _print(f"{name}: {_fmt(metrics, args.eval_samples)}  ({metrics['time_s']:.0f} s)")
-        results[name] = metrics
-        out = {"what": "sampled pass@k of untrained SmolLM2-135M-Instruct per chain_sum level", "model": info,
-               "device": str(device), "torch": torch.__version__, "transformers": _version("transformers"),
-               "data_file": str(args.data),
-               "settings": {k: getattr(args, k) for k in ("heldout", "eval_samples", "eval_temperature",
-                                                          "eval_top_p", "max_new_tokens", "gen_batch", "seed")},
-               "instruction": INSTRUCTION, "levels": results}
+        out["levels"][name] = metrics
         if args.out:  # after each level, so that a run stopped early keeps what it measured
             Path(args.out).write_text(json.dumps(out, indent=1))
     return out
@@ -669,6 +679,7 @@ def run_measure(args) -> dict:
 
 # chain_sum levels of the problem file: reasoning-gym ChainSumConfig keyword arguments
 LEVELS = {
+    "t2d2": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
     "t3d2": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2},
     "t4d2": {"min_terms": 2, "max_terms": 4, "min_digits": 1, "max_digits": 2},
     "t4d3": {"min_terms": 2, "max_terms": 4, "min_digits": 1, "max_digits": 3},

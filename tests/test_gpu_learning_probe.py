@@ -199,3 +199,18 @@ def test_settings_are_checked_before_anything_runs():
         probe.parse_args(["--smoke", "--n", "1"])
     with pytest.raises(SystemExit):
         probe.parse_args(["--steps", "3"])  # no model given
+
+
+def test_measure_keeps_the_levels_an_earlier_call_measured_with_the_same_settings(tmp_path):
+    out = tmp_path / "choice.json"
+    common = [sys.executable, str(SCRIPT), "measure", "--smoke", "--heldout", "2", "--eval-samples", "2",
+              "--max-new-tokens", "4", "--out", str(out)]
+    subprocess.run([*common, "t2d2"], cwd=ROOT, check=True, capture_output=True, timeout=300)
+    first = json.loads(out.read_text())["levels"]["t2d2"]
+    proc = subprocess.run([*common, "t2d2", "t3d2"], cwd=ROOT, check=True, capture_output=True, text=True,
+                          timeout=300)
+    levels = json.loads(out.read_text())["levels"]
+    assert "kept t2d2" in proc.stdout and list(levels) == ["t2d2", "t3d2"] and levels["t2d2"] == first
+    subprocess.run([*common[:-2], "--seed", "1", "--out", str(out), "t3d2"], cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    assert list(json.loads(out.read_text())["levels"]) == ["t3d2"]  # other settings: measured afresh
