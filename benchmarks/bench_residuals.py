@@ -2,6 +2,10 @@
 
     python benchmarks/bench_residuals.py                      # CPU: 32 groups x 4 x 1024 tokens, H = 1024
     python benchmarks/bench_residuals.py --device cuda        # GPU: 32 groups x 4 x 4096 tokens, H = 2560
+    OMP_NUM_THREADS=1 python benchmarks/bench_residuals.py --clock cpu   # CPU time, steady on a shared machine
+
+To compare two versions of the package, run this script with ``PYTHONPATH`` set to each checkout in turn (the
+public functions it calls are the same).
 
 Both paths get the same inputs and compute residual energies, token weights and advantages. The straightforward
 port loops over groups with a full SVD and ``torch.quantile``. Prints both times, the ratio, peak memory and the
@@ -90,16 +94,22 @@ def per_group_port(hidden, mask, rewards, uids, cfg):
 PATHS = {"package": package_path, "per_group_port": per_group_port}
 
 
-def timed(fn, device, repeats):
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def timed(fn, device, repeats, clock="wall"):
+    """Median seconds of ``repeats`` calls after a warm-up. ``clock="cpu"`` counts this process's CPU time:
+    with one thread (``OMP_NUM_THREADS=1``) that is the work itself, whatever else shares the machine."""
+    now = CLOCKS[clock]
     times = []
     for _ in range(repeats + 1):  # first call warms up
         if device.type == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = now()
         out = fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+        times.append(now() - start)
     return out, statistics.median(times[1:])
 
 
@@ -143,6 +153,8 @@ def main(argv=None):
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     p.add_argument("--subspace", default="randomized", choices=["randomized", "exact"])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--clock", default="wall", choices=sorted(CLOCKS),
+                   help="wall: elapsed time; cpu: process CPU time (use with OMP_NUM_THREADS=1 on a shared machine)")
     p.add_argument("--out", default="benchmarks/results/bench_residuals.json")
     args = p.parse_args(argv)
 
@@ -155,13 +167,16 @@ def main(argv=None):
     fast_mem = peak_memory_mb(device, "package", input_args, cfg)
     ref_mem = peak_memory_mb(device, "per_group_port", input_args, cfg)
     inputs = make_inputs(*input_args)
-    (fast_res, fast_adv), fast_s = timed(lambda: package_path(*inputs, cfg), device, args.repeats)
-    (ref_res, ref_adv), ref_s = timed(lambda: per_group_port(*inputs, cfg), device, args.repeats)
+    if args.clock == "cpu" and cuda:
+        raise SystemExit("--clock cpu measures CPU work; on CUDA use the default wall clock")
+    (fast_res, fast_adv), fast_s = timed(lambda: package_path(*inputs, cfg), device, args.repeats, args.clock)
+    (ref_res, ref_adv), ref_s = timed(lambda: per_group_port(*inputs, cfg), device, args.repeats, args.clock)
 
     result = {
         "shape": {"groups": args.groups, "per_group": args.per_group, "length": length, "hidden": width,
                   "dtype": args.dtype, "subspace": args.subspace},
         "device": torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)",
+        "clock": args.clock,
         "torch": torch.__version__, "python": platform.python_version(),
         "package_s": fast_s, "per_group_port_s": ref_s, "speedup": ref_s / fast_s,
         "package_peak_mb": fast_mem, "per_group_port_peak_mb": ref_mem,
