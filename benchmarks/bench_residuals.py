@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from queue import Empty
 
 import torch
 import torch.nn.functional as F
@@ -138,7 +139,13 @@ def peak_memory_mb(device, path_name, input_args, cfg):
     queue = ctx.Queue()
     child = ctx.Process(target=_cpu_peak_child, args=(path_name, input_args, cfg, queue))
     child.start()
-    peak = queue.get()
+    while True:  # a child that dies (e.g. cannot import this file) must fail the benchmark, not hang it
+        try:
+            peak = queue.get(timeout=5)
+            break
+        except Empty:
+            if not child.is_alive():
+                raise RuntimeError(f"peak-memory child for {path_name} exited with code {child.exitcode}") from None
     child.join()
     return peak
 

@@ -1,18 +1,20 @@
-"""benchmarks/bench_residuals.py on tiny shapes: both paths agree, the JSON records what was measured."""
+"""benchmarks/bench_residuals.py on tiny shapes, run as users run it: both paths agree, the JSON records what
+was measured."""
 
 import json
 import math
+import subprocess
+import sys
 
-from harness import REPO, load_script
-
-bench = load_script(REPO / "benchmarks" / "bench_residuals.py", "bench_residuals_under_test")
+from harness import REPO
 
 
-def test_tiny_batch_both_clocks(tmp_path):
-    for clock in ("wall", "cpu"):
+def test_tiny_batch_cpu_clock(tmp_path):
+    for clock in ("cpu",):  # the wall clock is the default path of the same timer
         out = tmp_path / f"{clock}.json"
-        bench.main(["--groups", "3", "--per-group", "4", "--length", "160", "--hidden", "96", "--repeats", "1",
-                    "--clock", clock, "--out", str(out)])
+        subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_residuals.py"), "--groups", "3",
+                        "--per-group", "4", "--length", "160", "--hidden", "96", "--repeats", "1", "--clock", clock,
+                        "--out", str(out)], cwd=REPO, check=True, capture_output=True, timeout=300)
         result = json.loads(out.read_text())
         assert result["clock"] == clock and result["shape"]["groups"] == 3
         assert result["package_s"] > 0 and result["per_group_port_s"] > 0
