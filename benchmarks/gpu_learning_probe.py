@@ -172,6 +172,9 @@ def choose_level(pass8: dict[str, float], low: float = 0.3, high: float = 0.8, t
 # ---------------------------------------------------------------------------------------------------- model
 
 
+CONVERTED_FROM = "converted_from.json"  # in a --model-dir converted from a GGUF: that GGUF's name and sha256
+
+
 def load_policy(args, device: torch.device):
     """``(model, tokenizer, eos_id, pad_id, info)`` from --smoke / --model-dir / --gguf / --gguf-parts."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -183,6 +186,9 @@ def load_policy(args, device: torch.device):
     else:
         if args.model_dir and Path(args.model_dir, "config.json").exists():
             model_dir, gguf_file = Path(args.model_dir), None
+            source = Path(args.model_dir, CONVERTED_FROM)  # a cached conversion keeps its GGUF's identity
+            if source.is_file():
+                info.update(json.loads(source.read_text()))
         elif args.gguf_parts or args.gguf:
             gguf = assemble_gguf(args.gguf_parts, args.cache_dir) if args.gguf_parts else Path(args.gguf)
             info["gguf_sha256"] = check_sha256(gguf)
@@ -192,10 +198,14 @@ def load_policy(args, device: torch.device):
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
         tokenizer = AutoTokenizer.from_pretrained(model_dir, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **kwargs)
+        if gguf_file:
+            info["model"] = f"SmolLM2-135M-Instruct (GGUF {gguf_file})"
+        elif "model" not in info:
+            info["model"] = f"SmolLM2-135M-Instruct ({model_dir})"
         if gguf_file and args.model_dir:  # convert once, load the plain HF directory next time
             model.save_pretrained(args.model_dir)
             tokenizer.save_pretrained(args.model_dir)
-        info["model"] = f"SmolLM2-135M-Instruct ({'GGUF ' + gguf_file if gguf_file else model_dir})"
+            Path(args.model_dir, CONVERTED_FROM).write_text(json.dumps(info))
     # The GGUF's tokenizer names <|im_start|> as its eos token; the chat turn ends with <|im_end|>.
     eos_id, pad_id = (tokenizer.convert_tokens_to_ids(t) for t in (EOS_TOKEN, PAD_TOKEN))
     unk = tokenizer.unk_token_id
