@@ -228,6 +228,9 @@ def evaluate(model_dir, args) -> dict[str, dict]:
             for name, problems in (("dev", dev), ("test", test))}
 
 
+RAY_START_TIMEOUT = "The current node timed out during startup"  # ray.init on an overloaded machine
+
+
 def train_and_evaluate(run: Run, args, policy_dir: Path, data: tuple[str, str], policy_sha: str) -> dict:
     from verl_resrl.demo.rl import demo_overrides, hf_checkpoint, train
 
@@ -236,8 +239,11 @@ def train_and_evaluate(run: Run, args, policy_dir: Path, data: tuple[str, str], 
     estimator = METHODS[run.method][0]
     overrides = [*demo_overrides(policy_dir, data[0], data[1], run_dir, estimator, settings), *run.overrides()]
     print(f"[learning] {run.name}: training {settings.steps} steps (log: {run_dir / 'train.log'})", flush=True)
-    result = train(overrides, run_dir, settings.steps, timeout=args.run_timeout,
-                   echo=(lambda m: print(f"{run.name} {m}", flush=True)) if args.progress else (lambda m: None))
+    echo = (lambda m: print(f"{run.name} {m}", flush=True)) if args.progress else (lambda m: None)
+    result = train(overrides, run_dir, settings.steps, timeout=args.run_timeout, echo=echo)
+    if result.returncode != 0 and RAY_START_TIMEOUT in Path(result.log_path).read_text(errors="replace"):
+        print(f"[learning] {run.name}: Ray did not start in time (a busy machine); retrying once", flush=True)
+        result = train(overrides, run_dir, settings.steps, timeout=args.run_timeout, echo=echo)
     if result.returncode != 0:
         raise RuntimeError(f"{run.name}: main_ppo exit {result.returncode}, see {result.log_path}")
     start = time.time()
