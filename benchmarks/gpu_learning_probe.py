@@ -4,9 +4,9 @@ The first evidence with a *pretrained* policy (the CPU demo's 1.9 M-parameter mo
 paper's claims are about). Task: reasoning-gym ``chain_sum`` (sums and differences of integers) at five
 difficulty levels (:data:`LEVELS`: 2 terms of up to 2 digits, then up to 3-6 terms of up to 2-4 digits),
 generated once with reasoning-gym (``data`` command) and stored in ``benchmarks/data/probe_chain_sum.json``
-(the device machine has no reasoning-gym). The reward is 1 when the answer extracted from the response (the number after the last
-``Answer:``, else the last number) equals the oracle as a decimal number (what reasoning-gym's
-``score_answer`` scores 1.0), else 0. The prompt is reasoning-gym's question + :data:`INSTRUCTION` in
+(the device machine has no reasoning-gym). The reward is 1 when the answer extracted from the response (the
+number after the last ``Answer:``, else the last number) equals the oracle as a decimal number (what
+reasoning-gym's ``score_answer`` scores 1.0), else 0. The prompt is reasoning-gym's question + :data:`INSTRUCTION` in
 SmolLM2's chat template. ``--level auto`` (default) first measures each level's pass@8 for the untrained
 model at the rollout temperature on 64 train problems that the run does not train on, and trains on the
 level closest to 55% within 30-80% (a few seconds on a GPU). The ``measure`` command makes the same
