@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Quickstart: a CPU demo that learns. Sets up .venv/ (as tests/run.sh does), builds or reuses the demo's starting
 # policy (a 1.9 M-parameter Qwen2 (hidden size 256) warmed up on multi-term arithmetic with a short chain of thought), trains it
-# with ResRL through veRL's real main_ppo on CPU, and prints pass@k on held-out problems before and after.
+# with ResRL through veRL's real main_ppo on CPU, and prints pass@k on held-out problems before and after. It trains
+# with the learning study's selected ResRL configuration (lr 3e-5, 4 mini-batches per step, lambda = 1.0; see
+# BENCHMARKS.md section 1).
 #
 #   bash recipes/quickstart.sh                  # 30 ResRL steps
+#   bash recipes/quickstart.sh --pos-weight 0.1 # the paper's lambda instead
 #   STEPS=10 bash recipes/quickstart.sh         # shorter
 #   ESTIMATOR=grpo bash recipes/quickstart.sh   # another estimator: grpo | nsr | w_reinforce | resrl
 #

@@ -3,6 +3,12 @@
 
     python -m verl_resrl.demo.quickstart [--out-dir outputs/quickstart] [--steps 30] [--estimator resrl]
 
+The training configuration is the one the learning study (``benchmarks/learning.py``, BENCHMARKS.md section 1)
+selected for ResRL on this task: lr 3e-5 with 4 mini-batch updates per step (the paper's ratio) and correct
+responses' advantages unscaled (lambda = 1.0; ``--pos-weight 0.1`` is the paper's default, which the study found
+worse at this scale). The other estimators get the same lr and mini-batches, so ``--estimator grpo`` is a fair
+comparison.
+
 Writes ``OUT/policy`` (starting policy + manifest), ``OUT/data`` (parquet), ``OUT/run_<estimator>/train.log``
 (the whole veRL output) and its checkpoints, ``OUT/before.json`` / ``OUT/after_<estimator>.json`` and
 ``OUT/summary.md``.
@@ -17,22 +23,48 @@ import sys
 import time
 from pathlib import Path
 
+from verl_resrl.core.config import ResRLConfig
 from verl_resrl.demo.evaluate_policy import evaluate_model_dir, summary_table
 from verl_resrl.demo.policy import PolicyConfig, build_policy
 from verl_resrl.demo.rl import ESTIMATORS, RLSettings, demo_overrides, hf_checkpoint, train, write_data
 
+# The learning study's selected ResRL configuration (dev split): see the module docstring.
+STUDY_LR = 3e-5
+STUDY_MINI_BATCHES = 4
+STUDY_POS_WEIGHT = 1.0
+EVAL_BATCH_PROMPTS = 128  # problems per generate call, as the study evaluates
 
-def main(argv: list[str] | None = None) -> int:
+
+def run_config(args) -> tuple[RLSettings, list[str]]:
+    """The RL run's settings and the Hydra overrides added to :func:`demo_overrides` for ``args``."""
+    settings = RLSettings(steps=args.steps, seed=args.seed, lr=args.lr, mini_batches=args.mini_batches)
+    if args.estimator != "resrl":
+        return settings, []
+    ResRLConfig(pos_weight=args.pos_weight)  # a bad lambda fails here, naming the setting, not inside main_ppo
+    return settings, [f"+algorithm.resrl.pos_weight={args.pos_weight}"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=Path(os.environ.get("OUT_DIR", "outputs/quickstart")))
     parser.add_argument("--steps", type=int, default=int(os.environ.get("STEPS", "30")))
     parser.add_argument("--estimator", choices=ESTIMATORS, default=os.environ.get("ESTIMATOR", "resrl"))
+    parser.add_argument("--lr", type=float, default=STUDY_LR)
+    parser.add_argument("--mini-batches", type=int, default=STUDY_MINI_BATCHES,
+                        help="actor updates per step (the step's 16 prompts split into this many mini-batches)")
+    parser.add_argument("--pos-weight", type=float, default=STUDY_POS_WEIGHT,
+                        help="ResRL's lambda on correct responses' advantages (the paper's default is 0.1)")
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--n-test", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed for the RL run")
     parser.add_argument("--verbose", action="store_true", help="echo veRL's whole output, not one line per step")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings, extra = run_config(args)  # validates before anything is built
     out = args.out_dir.resolve()
     start = time.time()
 
@@ -44,19 +76,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"== 2/4 evaluating the starting policy: {args.k} samples x {args.n_test} held-out problems", flush=True)
     before_path = out / "before.json"
     before = json.loads(before_path.read_text()) if before_path.is_file() else {}
-    if (before.get("policy_sha256"), before.get("k"), before.get("problems"), before.get("seed")) != (
-            policy_sha, args.k, args.n_test, args.seed):
-        before = evaluate_model_dir(out / "policy", k=args.k, n_test=args.n_test, seed=args.seed)
-        before["policy_sha256"] = policy_sha
+    if (before.get("policy_sha256"), before.get("k"), before.get("problems"), before.get("seed"),
+            before.get("batch_prompts")) != (policy_sha, args.k, args.n_test, args.seed, EVAL_BATCH_PROMPTS):
+        before = evaluate_model_dir(out / "policy", k=args.k, n_test=args.n_test, seed=args.seed,
+                                    batch_prompts=EVAL_BATCH_PROMPTS)
+        before.update(policy_sha256=policy_sha, batch_prompts=EVAL_BATCH_PROMPTS)
         before_path.write_text(json.dumps(before, indent=1))
     else:
         print(f"   reusing {before_path}", flush=True)
 
     run_dir = out / f"run_{args.estimator}"
-    settings = RLSettings(steps=args.steps, seed=args.seed)
     print(f"== 3/4 {args.estimator} through veRL main_ppo on CPU: {args.steps} steps x {settings.prompts_per_step} "
-          f"prompts x {settings.n} responses (log: {run_dir / 'train.log'})", flush=True)
-    overrides = demo_overrides(out / "policy", train_file, val_file, run_dir, args.estimator, settings)
+          f"prompts x {settings.n} responses, lr {settings.lr:g}, {settings.mini_batches} mini-batches per step"
+          + (f", lambda {args.pos_weight:g}" if extra else "") + f" (log: {run_dir / 'train.log'})", flush=True)
+    overrides = [*demo_overrides(out / "policy", train_file, val_file, run_dir, args.estimator, settings), *extra]
     result = train(overrides, run_dir, args.steps, timeout=args.timeout,
                    echo=lambda m: print(m, flush=True), verbose=args.verbose)
     if result.returncode != 0:
@@ -66,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     step_times = [m["timing_s/step"] for s, m in sorted(result.steps.items()) if s > 1 and "timing_s/step" in m]
 
     print("== 4/4 evaluating the trained policy", flush=True)
-    after = evaluate_model_dir(hf_checkpoint(run_dir, args.steps), k=args.k, n_test=args.n_test, seed=args.seed)
+    after = evaluate_model_dir(hf_checkpoint(run_dir, args.steps), k=args.k, n_test=args.n_test, seed=args.seed,
+                               batch_prompts=EVAL_BATCH_PROMPTS)
     (out / f"after_{args.estimator}.json").write_text(json.dumps(after, indent=1))
 
     table = summary_table({"before (starting policy)": before, f"after {args.steps} {args.estimator} steps": after})
