@@ -17,6 +17,10 @@ lambda = 1.0 (``resrl_pos1``). The study, in stages (each stage's runs are plann
                 negative weights (``+algorithm.resrl.min_weight=1.0``) and with each group's weights shuffled
                 (``+algorithm.resrl.weights=shuffled``), seeds 0, 1, 2.
 
+When three seeds leave the decisive comparisons' intervals straddling 0, ``--extra-seeds 3 4`` adds those seeds to
+the decisive pairs only (the selected ResRL configuration, GRPO's, and the selected ResRL with uniform weights);
+the final tables and bootstrap intervals then use every finished seed of each configuration.
+
 Each finished run writes ``<out-dir>/runs/<run>.json`` (settings, dev and test metrics with per-problem counts,
 per-step training metrics). Commit these as they land: a later invocation reuses every run whose file matches
 its settings, so an interrupted study resumes instead of retraining. After the runs (or with ``--report-only``)
@@ -27,6 +31,7 @@ its settings, so an interrupted study resumes instead of retraining. After the r
     python benchmarks/learning.py --stages sweep regime    # only these stages
     python benchmarks/learning.py --report-only            # tables and plots from the committed runs
     python benchmarks/learning.py --jobs 2                 # two main_ppo runs at a time
+    python benchmarks/learning.py --extra-seeds 3 4        # more seeds for ResRL vs GRPO and vs uniform
     python benchmarks/learning.py --quick                  # smoke run: 2 runs x 3 steps, 32 + 32 problems
 
 Budget (measured on 2 cores): a run alone trains at ~14 s per step (rollout ~5 s, old log-probs ~2.5 s, update
@@ -79,6 +84,7 @@ LRS = (1e-4, 3e-5, 3e-4)  # run order: the pilot's lr first
 SWEEP_MINI_BATCHES = 4
 FINAL_SEEDS = (1, 2)
 ABLATION_SEEDS = (0, 1, 2)
+DECISIVE_ABLATION = "uniform"  # with GRPO, the comparison --extra-seeds strengthens (see plan())
 STAGES = ("sweep", "regime", "final", "ablation")
 N_DEV, N_TEST = 128, 256
 K = 16
@@ -151,10 +157,14 @@ def selected_resrl(state: StudyState) -> Run | None:
     return None if None in chosen else state.best(chosen)
 
 
-def plan(state: StudyState, stages=STAGES, methods=tuple(METHODS)) -> list[Run]:
+def plan(state: StudyState, stages=STAGES, methods=tuple(METHODS), extra_seeds=()) -> list[Run]:
     """Every run of the requested stages whose prerequisites have finished, in priority order (finished runs
-    included; the caller skips them)."""
+    included; the caller skips them).
+
+    ``extra_seeds`` adds seeds to the decisive pairs only: the selected ResRL configuration, GRPO's and the selected
+    ResRL with ``DECISIVE_ABLATION`` weights, for when three seeds leave their intervals straddling 0."""
     runs: list[Run] = []
+    resrl = selected_resrl(state)
     if "sweep" in stages:
         runs += [Run("sweep", m, lr, SWEEP_MINI_BATCHES, 0) for lr in LRS for m in methods]
     if "regime" in stages:
@@ -163,27 +173,30 @@ def plan(state: StudyState, stages=STAGES, methods=tuple(METHODS)) -> list[Run]:
         for m in methods:
             chosen = selected_run(state, m)
             if chosen is not None:
-                runs += [replace(chosen, stage="final", seed=s) for s in FINAL_SEEDS]
-    if "ablation" in stages and any(m in methods for m in RESRL_METHODS):
-        chosen = selected_resrl(state)
-        if chosen is not None:
-            runs += [replace(chosen, stage="ablation", ablation=a, seed=s) for a in ABLATIONS for s in ABLATION_SEEDS]
+                decisive = m == "grpo" or (resrl is not None and m == resrl.method)
+                seeds = (*FINAL_SEEDS, *(extra_seeds if decisive else ()))
+                runs += [replace(chosen, stage="final", seed=s) for s in seeds]
+    if "ablation" in stages and resrl is not None and any(m in methods for m in RESRL_METHODS):
+        runs += [replace(resrl, stage="ablation", ablation=a, seed=s) for a in ABLATIONS
+                 for s in (*ABLATION_SEEDS, *(extra_seeds if a == DECISIVE_ABLATION else ()))]
     return runs
 
 
 def final_groups(state: StudyState) -> dict[str, list[dict]]:
-    """Label -> the records of its selected configuration over seeds 0..2 (those finished)."""
+    """Label -> the records of its selected configuration, every finished seed (0, 1, 2 and any extra seeds)."""
+    def seeds_of(run: Run) -> list[dict]:  # every finished seed of the run's configuration, in seed order
+        recs = [r for r in state.records.values() if r["name"].rsplit("_s", 1)[0] == run.config]
+        return sorted(recs, key=lambda r: r["seed"])
+
     groups: dict[str, list[dict]] = {}
     for m in METHODS:
         chosen = selected_run(state, m)
         if chosen is not None:
-            runs = [chosen, *(replace(chosen, stage="final", seed=s) for s in FINAL_SEEDS)]
-            groups[m] = [state.records[r.name] for r in runs if r.name in state.records]
+            groups[m] = seeds_of(chosen)
     chosen = selected_resrl(state)
     if chosen is not None:
         for a in ABLATIONS:
-            runs = [replace(chosen, stage="ablation", ablation=a, seed=s) for s in ABLATION_SEEDS]
-            recs = [state.records[r.name] for r in runs if r.name in state.records]
+            recs = seeds_of(replace(chosen, ablation=a))
             if recs:
                 groups[f"{chosen.method}_{a}"] = recs
     return groups
@@ -279,7 +292,7 @@ def execute(args, state: StudyState, policy_dir: Path, data, policy_sha: str) ->
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         running: dict = {}
         while True:
-            todo = [r for r in plan(state, args.stages, args.methods)
+            todo = [r for r in plan(state, args.stages, args.methods, args.extra_seeds)
                     if r.name not in failed and r.name not in {x.name for x in running.values()}
                     and not (r.name in state.records and record_matches(state.records[r.name], r, args, policy_sha))]
             if args.max_runs is not None:
@@ -327,6 +340,9 @@ def main(argv: list[str] | None = None) -> dict:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--extra-seeds", nargs="+", type=int, default=[], metavar="SEED",
+                        help="more seeds for the decisive pairs only: the selected ResRL configuration, GRPO and "
+                             "ResRL with uniform weights (final and ablation stages)")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--n-dev", type=int, default=N_DEV)
     parser.add_argument("--n-test", type=int, default=N_TEST)
@@ -377,7 +393,8 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "wall_seconds_this_invocation": round(time.time() - wall, 1),
         "stages": {"lrs": LRS, "sweep_mini_batches": SWEEP_MINI_BATCHES, "final_seeds": FINAL_SEEDS,
-                   "ablation_seeds": ABLATION_SEEDS, "methods": {m: list(v[1]) for m, v in METHODS.items()},
+                   "ablation_seeds": ABLATION_SEEDS, "extra_seeds": args.extra_seeds,
+                   "methods": {m: list(v[1]) for m, v in METHODS.items()},
                    "ablations": {a: list(v) for a, v in ABLATIONS.items()}},
     }
     selection = {m: (r.name if (r := selected_run(state, m)) else None) for m in METHODS}

@@ -2,7 +2,7 @@
 
 import random
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +88,27 @@ def test_two_invocations_with_disjoint_methods_share_the_study_without_overlap()
         finish(full, todo[0])
     assert sorted(ran) == sorted(full.records) and len(ran) == 36
     assert not [r for r in study.plan(state, methods=lanes[0]) if r.stage == "ablation"]
+
+
+def test_extra_seeds_go_to_the_decisive_pairs_only_and_join_the_final_groups():
+    rng = random.Random(1)
+    state = study.StudyState()
+    while todo := [r for r in study.plan(state) if r.name not in state.records]:
+        _finish(state, todo[0], 0.5 + 0.1 * (todo[0].method == "resrl_pos1"), 0.5, rng)
+    resrl = study.selected_resrl(state)
+    assert resrl.method == "resrl_pos1"
+    lanes = (("grpo", "nsr", "w_reinforce"), study.RESRL_METHODS)
+    extra = [[r for r in study.plan(state, methods=lane, extra_seeds=(3, 4)) if r.name not in state.records]
+             for lane in lanes]
+    assert sorted(r.name for r in extra[0]) == sorted(replace(study.selected_run(state, "grpo"), seed=s).name
+                                                      for s in (3, 4))
+    assert sorted((r.method, r.ablation or "", r.seed) for r in extra[1]) == [
+        ("resrl_pos1", "", 3), ("resrl_pos1", "", 4), ("resrl_pos1", "uniform", 3), ("resrl_pos1", "uniform", 4)]
+    for run in (*extra[0], *extra[1]):
+        _finish(state, run, 0.5, 0.5, rng)
+    seeds = {label: [r["seed"] for r in recs] for label, recs in study.final_groups(state).items()}
+    assert seeds["grpo"] == seeds["resrl_pos1"] == seeds["resrl_pos1_uniform"] == [0, 1, 2, 3, 4]
+    assert seeds["nsr"] == seeds["resrl"] == seeds["resrl_pos1_shuffled"] == [0, 1, 2]
 
 
 def test_bootstrap_difference_interval():
