@@ -206,16 +206,25 @@ def plot_pass_at_k(series: dict[str, dict], k: int, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_training_curves(groups: dict[str, list[dict]], path: Path) -> None:
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over the last ``window`` values (fewer at the start)."""
+    cumulative = np.concatenate([[0.0], np.cumsum(values)])
+    return [float((cumulative[i + 1] - cumulative[max(0, i + 1 - window)]) / min(window, i + 1))
+            for i in range(len(values))]
+
+
+def plot_training_curves(groups: dict[str, list[dict]], path: Path, window: int = 5) -> None:
+    """Per-step training metrics, mean over seeds, as a trailing ``window``-step moving average: every run sees the
+    same prompts at the same step (the seed sets the data order), so the raw curves mostly show prompt difficulty."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(CURVE_KEYS), figsize=(4.2 * len(CURVE_KEYS), 3.6))
     for ax, (key, label) in zip(axes, CURVE_KEYS.items()):
         for name, recs in groups.items():
             steps, values = curves(recs, key)
             if values:
-                ax.plot(steps, values, label=name, linewidth=1.2)
+                ax.plot(steps, moving_average(values, window), label=name, linewidth=1.2)
         ax.set_xlabel("step")
-        ax.set_title(label, fontsize=9)
+        ax.set_title(f"{label}, {window}-step moving average", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()

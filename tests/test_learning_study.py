@@ -111,6 +111,11 @@ def test_extra_seeds_go_to_the_decisive_pairs_only_and_join_the_final_groups():
     assert seeds["nsr"] == seeds["resrl"] == seeds["resrl_pos1_shuffled"] == [0, 1, 2]
 
 
+def test_moving_average_is_trailing_and_shortens_at_the_start():
+    assert report.moving_average([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert report.moving_average([2.0, 4.0], 5) == [2.0, 3.0]
+
+
 def test_bootstrap_difference_interval():
     rng = np.random.default_rng(0)
     a = rng.uniform(0.4, 0.6, size=(3, 200))
