@@ -35,9 +35,10 @@ its settings, so an interrupted study resumes instead of retraining. After the r
     python benchmarks/learning.py --quick                  # smoke run: 2 runs x 3 steps, 32 + 32 problems
 
 Budget (measured on 2 cores): a run alone trains at ~14 s per step (rollout ~5 s, old log-probs ~2.5 s, update
-~6 s; veRL's CPU workers use one thread each), i.e. ~15 min for 60 steps, plus 1-4 min of start-up and 4-8 min
-of evaluating 6,144 samples. Two runs at a time (``--jobs 2``, or two invocations with disjoint ``--methods``)
-train at 17-19 s per step each, about 1.5x the throughput of one. ``--methods`` also limits the ablation stage
+~6 s; veRL's CPU workers use one thread each), i.e. ~15 min for 60 steps, plus 1-4 min of start-up and 3-8 min
+of evaluating 6,144 samples (up to 17 min for a collapsed model's 64-token loops). Two runs at a time (``--jobs
+2``, or two invocations with disjoint ``--methods``) train at 12-19 s per step each (12-16 s on an otherwise idle
+machine), 1.5-2x the throughput of one. ``--methods`` also limits the ablation stage
 (it belongs to ``resrl`` / ``resrl_pos1``), so two invocations can share the study without running a run twice::
 
     python benchmarks/learning.py --methods grpo nsr w_reinforce &
