@@ -63,6 +63,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import learning_report  # noqa: E402
+from verl_resrl.demo.evaluate_policy import BATCH_PROMPTS_128  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "learning"
@@ -89,7 +90,12 @@ DECISIVE_ABLATION = "uniform"  # with GRPO, the comparison --extra-seeds strengt
 STAGES = ("sweep", "regime", "final", "ablation")
 N_DEV, N_TEST = 128, 256
 K = 16
-EVAL_BATCH_PROMPTS = 128  # problems per generate call (x 16 samples): 4.5x faster than 32 on 2 cores
+EVAL_BATCH_PROMPTS = BATCH_PROMPTS_128  # problems per generate call (recorded in every run's splits)
+
+
+def config_of(name: str) -> str:
+    """A run name without its seed suffix (``..._s<seed>``): the configuration that selection chooses between."""
+    return name.rsplit("_s", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,7 @@ class Run:
     @property
     def config(self) -> str:
         """The run's configuration without its seed (what selection chooses between)."""
-        return self.name.rsplit("_s", 1)[0]
+        return config_of(self.name)
 
     def overrides(self) -> list[str]:
         return [*METHODS[self.method][1], *(ABLATIONS[self.ablation] if self.ablation else ())]
@@ -186,7 +192,7 @@ def plan(state: StudyState, stages=STAGES, methods=tuple(METHODS), extra_seeds=(
 def final_groups(state: StudyState) -> dict[str, list[dict]]:
     """Label -> the records of its selected configuration, every finished seed (0, 1, 2 and any extra seeds)."""
     def seeds_of(run: Run) -> list[dict]:  # every finished seed of the run's configuration, in seed order
-        recs = [r for r in state.records.values() if r["name"].rsplit("_s", 1)[0] == run.config]
+        recs = [r for r in state.records.values() if config_of(r["name"]) == run.config]
         return sorted(recs, key=lambda r: r["seed"])
 
     groups: dict[str, list[dict]] = {}

@@ -24,6 +24,16 @@ def load_script(path, name: str | None = None):
     return module
 
 
+def load_benchmark(name: str, module_name: str | None = None):
+    """``benchmarks/<name>.py`` as a module, with ``benchmarks/`` importable while it loads (its sibling imports)."""
+    bench = REPO / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        return load_script(bench / f"{name}.py", module_name or name)
+    finally:
+        sys.path.remove(str(bench))
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now (for a torch.distributed rendezvous)."""
     with socket.socket() as s:

@@ -1,27 +1,14 @@
 """benchmarks/learning.py (the study's plan and selection) and benchmarks/learning_report.py (tables, bootstrap)."""
 
 import random
-import sys
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import numpy as np
 import pytest
-from harness import load_script
+from harness import load_benchmark
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name):
-    sys.path.insert(0, str(BENCH))
-    try:
-        return load_script(BENCH / f"{name}.py", name)
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-study = _load("learning")
-report = _load("learning_report")
+study = load_benchmark("learning")
+report = load_benchmark("learning_report")
 
 
 def _evaluation(correct: list[int], n: int = 16) -> dict:

@@ -2,23 +2,13 @@
 
 import argparse
 import re
-import sys
 
 import pytest
-from harness import REPO, load_script
+from harness import load_benchmark
 
 from verl_resrl.core.config import ResRLConfig
 from verl_resrl.demo import quickstart
 from verl_resrl.demo.rl import demo_overrides
-
-
-def _study():
-    bench = REPO / "benchmarks"
-    sys.path.insert(0, str(bench))
-    try:
-        return load_script(bench / "learning.py", "learning_for_quickstart")
-    finally:
-        sys.path.remove(str(bench))
 
 
 def _pos_weight(overrides) -> float:
@@ -27,7 +17,7 @@ def _pos_weight(overrides) -> float:
 
 
 def test_the_default_configuration_is_the_one_the_committed_study_selects():
-    study = _study()
+    study = load_benchmark("learning", "learning_for_quickstart")
     state = study.StudyState(study.load_records(study.DEFAULT_OUT / "runs"))
     chosen = study.selected_resrl(state)
     assert chosen is not None, "the committed study runs select no ResRL configuration"

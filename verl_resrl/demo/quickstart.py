@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from verl_resrl.core.config import ResRLConfig
-from verl_resrl.demo.evaluate_policy import evaluate_model_dir, summary_table
+from verl_resrl.demo.evaluate_policy import BATCH_PROMPTS_128, evaluate_model_dir, summary_table
 from verl_resrl.demo.policy import PolicyConfig, build_policy
 from verl_resrl.demo.rl import ESTIMATORS, RLSettings, demo_overrides, hf_checkpoint, train, write_data
 
@@ -32,7 +32,7 @@ from verl_resrl.demo.rl import ESTIMATORS, RLSettings, demo_overrides, hf_checkp
 STUDY_LR = 3e-5
 STUDY_MINI_BATCHES = 4
 STUDY_POS_WEIGHT = 1.0
-EVAL_BATCH_PROMPTS = 128  # problems per generate call, as the study evaluates
+EVAL_BATCH_PROMPTS = BATCH_PROMPTS_128  # as the study evaluates
 
 
 def run_config(args) -> tuple[RLSettings, list[str]]:
