@@ -21,6 +21,12 @@ When three seeds leave the decisive comparisons' intervals straddling 0, ``--ext
 the decisive pairs only (the selected ResRL configuration, GRPO's, and the selected ResRL with uniform weights);
 the final tables and bootstrap intervals then use every finished seed of each configuration.
 
+Every run starts from the policy in ``<out-dir>/policy`` (the study's starting weights, committed beside its
+results): a rebuild gives other weights on a CPU with another instruction set (:mod:`verl_resrl.demo.policy`), so
+the study keeps the weights it started from instead of rebuilding them. A new study builds its policy (or takes
+``--policy-dir``) and copies it there. An invocation whose policy differs from the one the committed runs were
+trained from stops before training, naming both checksums.
+
 Each finished run writes ``<out-dir>/runs/<run>.json`` (settings, dev and test metrics with per-problem counts,
 per-step training metrics). Commit these as they land: a later invocation reuses every run whose file matches
 its settings, so an interrupted study resumes instead of retraining. After the runs (or with ``--report-only``)
@@ -328,6 +334,49 @@ def execute(args, state: StudyState, policy_dir: Path, data, policy_sha: str) ->
         raise RuntimeError(f"runs failed: {sorted(failed)}")
 
 
+def study_policy_sha(records: dict[str, dict], start: dict | None) -> str | None:
+    """The sha256 of the starting policy that the committed runs (and ``start.json``) were trained from; None for
+    a new study."""
+    shas = {r["policy_sha256"] for r in [*records.values(), *([start] if start else [])] if "policy_sha256" in r}
+    if len(shas) > 1:
+        raise SystemExit(f"the committed runs come from {len(shas)} different starting policies ({sorted(shas)}); "
+                         "a study compares runs from one policy: move the others to another --out-dir")
+    return next(iter(shas), None)
+
+
+def resolve_policy(args, expected_sha: str | None) -> tuple[Path, str]:
+    """The study's policy directory and its weights' sha256.
+
+    ``--policy-dir`` if given, else ``<out-dir>/policy`` if the study has kept one, else a build in
+    ``<work-dir>/policy``. The policy must be the one the committed runs started from; a new study keeps a copy
+    of its policy in ``<out-dir>/policy`` (commit it with the runs)."""
+    import shutil
+
+    from verl_resrl.demo.policy import PolicyConfig, build_policy, verify_policy
+
+    kept = args.out_dir / "policy"
+    if args.policy_dir is not None:
+        policy_dir, manifest = args.policy_dir.resolve(), verify_policy(args.policy_dir)
+    elif (kept / "manifest.json").is_file():
+        policy_dir, manifest = kept, verify_policy(kept)
+    else:
+        policy_dir = args.work_dir / "policy"
+        manifest = build_policy(policy_dir, PolicyConfig(), log=lambda m: print(m, flush=True))
+    sha = manifest["sha256"]["model.safetensors"]
+    if expected_sha is not None and sha != expected_sha:
+        raise SystemExit(
+            f"{policy_dir}: starting policy sha256 {sha}, but the runs in {args.out_dir / 'runs'} were trained "
+            f"from {expected_sha}. A rebuild gives other weights on a CPU with another instruction set (this one: "
+            f"{manifest.get('platform', {}).get('cpu', '?')}, torch kernels "
+            f"{manifest.get('platform', {}).get('torch_cpu_capability', '?')}). Resume with --policy-dir DIR holding "
+            f"the study's policy (weights sha256 {expected_sha}), or start a separate study with --out-dir NEW.")
+    if not (kept / "manifest.json").is_file():
+        shutil.copytree(policy_dir, kept, dirs_exist_ok=True)
+        verify_policy(kept)
+        print(f"[learning] kept the starting policy in {kept} (commit it with the runs)", flush=True)
+    return policy_dir, sha
+
+
 def start_record(args, policy_dir: Path, policy_sha: str) -> dict:
     path = args.out_dir / "start.json"
     if path.is_file():
@@ -360,7 +409,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the final differences")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, help="policy, data, runs (git-ignored)")
-    parser.add_argument("--policy-dir", type=Path, default=None, help="default: WORK/policy")
+    parser.add_argument("--policy-dir", type=Path, default=None,
+                        help="the starting policy (default: OUT/policy if kept there, else a build in WORK/policy)")
     parser.add_argument("--run-timeout", type=float, default=3600)
     parser.add_argument("--report-only", action="store_true", help="only write the report from finished runs")
     parser.add_argument("--progress", action="store_true", help="one line per training step")
@@ -385,12 +435,9 @@ def main(argv: list[str] | None = None) -> dict:
     state = StudyState(load_records(args.out_dir / "runs"))
     start = json.loads((args.out_dir / "start.json").read_text()) if (args.out_dir / "start.json").is_file() else None
     if not args.report_only:
-        from verl_resrl.demo.policy import PolicyConfig, build_policy
         from verl_resrl.demo.rl import write_data
 
-        policy_dir = (args.policy_dir or args.work_dir / "policy").resolve()
-        manifest = build_policy(policy_dir, PolicyConfig(), log=lambda m: print(m, flush=True))
-        policy_sha = manifest["sha256"]["model.safetensors"]
+        policy_dir, policy_sha = resolve_policy(args, study_policy_sha(state.records, start))
         data = write_data(args.work_dir / "data", n_test=args.n_dev)  # main_ppo's val file (validation is off)
         start = start_record(args, policy_dir, policy_sha)
         execute(args, state, policy_dir, data, policy_sha)

@@ -98,6 +98,34 @@ def test_extra_seeds_go_to_the_decisive_pairs_only_and_join_the_final_groups():
     assert seeds["nsr"] == seeds["resrl"] == seeds["resrl_pos1_shuffled"] == [0, 1, 2]
 
 
+def test_the_study_keeps_its_starting_policy_and_refuses_another(tmp_path):
+    from types import SimpleNamespace
+
+    from verl_resrl.demo import policy
+
+    small = policy.PolicyConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                num_key_value_heads=1, batch_size=8, max_steps=2, eval_every=2, eval_samples=2,
+                                n_train=64, n_dev=4, target_pass1=1.0)
+    built = policy.build_policy(tmp_path / "built", small, log=lambda *_: None)
+    sha = built["sha256"]["model.safetensors"]
+    args = SimpleNamespace(out_dir=tmp_path / "study", work_dir=tmp_path / "work", policy_dir=tmp_path / "built")
+    assert study.study_policy_sha({}, None) is None
+    # a new study keeps a verified copy of its policy beside its results ...
+    assert study.resolve_policy(args, None) == ((tmp_path / "built").resolve(), sha)
+    assert policy.verify_policy(args.out_dir / "policy")["sha256"] == built["sha256"]
+    # ... and later invocations start from that copy, with no build
+    kept = SimpleNamespace(**{**vars(args), "policy_dir": None})
+    assert study.resolve_policy(kept, sha) == (args.out_dir / "policy", sha)
+    assert not (args.work_dir / "policy").exists()
+    # runs from another policy: stop before training, naming both checksums
+    records = {"a": {"policy_sha256": "f" * 64}, "b": {"policy_sha256": "f" * 64}}
+    assert study.study_policy_sha(records, {"policy_sha256": "f" * 64}) == "f" * 64
+    with pytest.raises(SystemExit, match=f"sha256 {sha}, but the runs in .* were trained from {'f' * 64}"):
+        study.resolve_policy(args, study.study_policy_sha(records, None))
+    with pytest.raises(SystemExit, match="2 different starting policies"):
+        study.study_policy_sha({**records, "c": {"policy_sha256": "e" * 64}}, None)
+
+
 def test_moving_average_is_trailing_and_shortens_at_the_start():
     assert report.moving_average([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
     assert report.moving_average([2.0, 4.0], 5) == [2.0, 3.0]

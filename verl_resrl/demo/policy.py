@@ -6,8 +6,13 @@ settings, the warm-up trace, the sha256 of every file of the directory and the w
 on the task's chain-of-thought targets (loss on response tokens only) and stops as soon as the sampled pass@1
 (temperature 1.0) on a dev split (disjoint from the held-out evaluation problems) reaches ``target_pass1``: a
 policy that solves some problems and has room to learn. Everything is seeded, uses 1 torch thread and
-``torch.use_deterministic_algorithms(True)``, so a rebuild with the same torch/transformers versions gives the
-same weights (the checksum in the manifest tells).
+``torch.use_deterministic_algorithms(True)``, so a rebuild on the same machine gives the same weights (the
+checksum in the manifest tells). The weights also depend on the torch/transformers versions and on the CPU's
+instruction set, which decides the floating-point summation order of the kernels: on one machine, five settings
+of ``ATEN_CPU_CAPABILITY`` / ``MKL_CBWR`` gave five different policies, warmed up in 600 to 1,000 steps. The
+manifest records the versions and the CPU (``platform``); anything that must start from the same weights on
+another machine copies the directory instead of rebuilding it (the learning study keeps its policy beside its
+results).
 
     python -m verl_resrl.demo.policy OUT_DIR [--force]      # build (or reuse when the manifest verifies)
     python -m verl_resrl.demo.policy OUT_DIR --verify       # check the files against the manifest
@@ -207,6 +212,24 @@ def _versions() -> dict[str, str]:
     return {"torch": torch.__version__, "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
 
 
+def _platform() -> dict[str, str]:
+    """The CPU the weights were computed on: its model name and the kernels torch dispatched to."""
+    import platform
+
+    import torch
+
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"machine": platform.machine(), "cpu": model,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def build_policy(out_dir, config: PolicyConfig = PolicyConfig(), force: bool = False, log=print) -> dict:
     """Build (or reuse, when its manifest matches ``config`` and verifies) the starting policy in ``out_dir``.
 
@@ -257,6 +280,7 @@ def build_policy(out_dir, config: PolicyConfig = PolicyConfig(), force: bool = F
         "trace": trace,
         "build_seconds": round(time.time() - start, 1),
         "versions": _versions(),
+        "platform": _platform(),
         "sha256": file_checksums(out),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
