@@ -297,15 +297,21 @@ def load_records(runs_dir: Path) -> dict[str, dict]:
     return records
 
 
-def execute(args, state: StudyState, policy_dir: Path, data, policy_sha: str) -> None:
-    """Run every planned run that has no matching record, ``args.jobs`` at a time, re-planning as runs finish."""
+def execute(args, state: StudyState, policy_dir: Path, data, policy_sha: str, planner=None) -> None:
+    """Run every planned run that has no matching record, ``args.jobs`` at a time, re-planning as runs finish.
+
+    ``planner(state)`` lists the runs in priority order (default: :func:`plan` with ``args``' stages, methods and
+    extra seeds)."""
+    if planner is None:
+        def planner(st):
+            return plan(st, args.stages, args.methods, args.extra_seeds)
     runs_dir = args.out_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     failed: set[str] = set()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         running: dict = {}
         while True:
-            todo = [r for r in plan(state, args.stages, args.methods, args.extra_seeds)
+            todo = [r for r in planner(state)
                     if r.name not in failed and r.name not in {x.name for x in running.values()}
                     and not (r.name in state.records and record_matches(state.records[r.name], r, args, policy_sha))]
             if args.max_runs is not None:
@@ -344,12 +350,13 @@ def study_policy_sha(records: dict[str, dict], start: dict | None) -> str | None
     return next(iter(shas), None)
 
 
-def resolve_policy(args, expected_sha: str | None) -> tuple[Path, str]:
+def resolve_policy(args, expected_sha: str | None, other_than: tuple[str, str] | None = None) -> tuple[Path, str]:
     """The study's policy directory and its weights' sha256.
 
     ``--policy-dir`` if given, else ``<out-dir>/policy`` if the study has kept one, else a build in
     ``<work-dir>/policy``. The policy must be the one the committed runs started from; a new study keeps a copy
-    of its policy in ``<out-dir>/policy`` (commit it with the runs)."""
+    of its policy in ``<out-dir>/policy`` (commit it with the runs). ``other_than = (sha, reason)`` refuses the
+    policy with that sha256."""
     import shutil
 
     from verl_resrl.demo.policy import PolicyConfig, build_policy, verify_policy
@@ -370,6 +377,8 @@ def resolve_policy(args, expected_sha: str | None) -> tuple[Path, str]:
             f"{manifest.get('platform', {}).get('cpu', '?')}, torch kernels "
             f"{manifest.get('platform', {}).get('torch_cpu_capability', '?')}). Resume with --policy-dir DIR holding "
             f"the study's policy (weights sha256 {expected_sha}), or start a separate study with --out-dir NEW.")
+    if other_than is not None and sha == other_than[0]:
+        raise SystemExit(f"{policy_dir}: starting policy sha256 {sha} is {other_than[1]}")
     if not (kept / "manifest.json").is_file():
         shutil.copytree(policy_dir, kept, dirs_exist_ok=True)
         verify_policy(kept)

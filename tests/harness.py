@@ -1,4 +1,5 @@
-"""What several test files share: a script from outside the package loaded as a module, a free local port."""
+"""What several test files share: a script from outside the package loaded as a module, a free local port, a
+demo policy small enough to build in a second."""
 
 from __future__ import annotations
 
@@ -39,3 +40,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def tiny_policy_config():
+    """A demo :class:`~verl_resrl.demo.policy.PolicyConfig` that builds in about a second (a 1-layer model, 2
+    warm-up steps)."""
+    from verl_resrl.demo.policy import PolicyConfig
+
+    return PolicyConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                        num_key_value_heads=1, batch_size=8, max_steps=2, eval_every=2, eval_samples=2,
+                        n_train=64, n_dev=4, target_pass1=1.0)

@@ -7,14 +7,12 @@ import pytest
 pytest.importorskip("tokenizers")
 pytest.importorskip("transformers")
 
-from harness import load_script  # noqa: E402
+from harness import load_script, tiny_policy_config  # noqa: E402
 from verl_resrl.demo import policy, task  # noqa: E402
 from verl_resrl.demo.evaluate_policy import prompt_ids, sample_completions, score_completions  # noqa: E402
 from verl_resrl.evaluate import pass_at_k  # noqa: E402
 
-SMALL = policy.PolicyConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                            num_key_value_heads=1, batch_size=8, max_steps=2, eval_every=2, eval_samples=2,
-                            n_train=64, n_dev=4, target_pass1=1.0)
+SMALL = tiny_policy_config()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
-from harness import load_benchmark
+from harness import load_benchmark, tiny_policy_config
 
 study = load_benchmark("learning")
 report = load_benchmark("learning_report")
@@ -103,9 +103,7 @@ def test_the_study_keeps_its_starting_policy_and_refuses_another(tmp_path):
 
     from verl_resrl.demo import policy
 
-    small = policy.PolicyConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                num_key_value_heads=1, batch_size=8, max_steps=2, eval_every=2, eval_samples=2,
-                                n_train=64, n_dev=4, target_pass1=1.0)
+    small = tiny_policy_config()
     built = policy.build_policy(tmp_path / "built", small, log=lambda *_: None)
     sha = built["sha256"]["model.safetensors"]
     args = SimpleNamespace(out_dir=tmp_path / "study", work_dir=tmp_path / "work", policy_dir=tmp_path / "built")

@@ -1,0 +1,129 @@
+"""The learning study's decisive comparisons, replicated from another starting policy.
+
+The study (:mod:`learning`) selects its configurations on one starting policy. This script trains the
+configurations it selected -- the selected ResRL (``resrl_pos1`` or ``resrl``), the same with uniform and with
+shuffled negative weights, GRPO's, and ResRL with the paper's lambda = 0.1 -- from another starting policy, seeds
+``--seeds``, with the study's protocol otherwise (``--steps`` x 16 prompts x 8 responses, the same dev and test
+splits, 16 samples per problem). Nothing is re-selected: the configurations are read from the study's committed
+runs (``--study-dir``), so this tests whether its findings hold for a policy it was not tuned on.
+
+The starting policy is the one kept in ``<out-dir>/policy``, else ``--policy-dir``, else a build on this machine
+(whose weights depend on the CPU, see :mod:`verl_resrl.demo.policy`); it must differ from the study's, and is kept
+in ``<out-dir>/policy`` so that a later invocation on any machine resumes from the same weights. Runs go in seed
+rounds (every configuration of seed 0, then of seed 1, ...), so a stopped replication has balanced seeds. Each
+finished run writes ``<out-dir>/runs/<run>.json``; commit them and the kept policy. The report
+(``learning.md``, ``learning.json``, ``pass_at_k.png``, ``training_curves.png`` in ``--out-dir``) has the test
+table and the selected ResRL minus each other configuration with 95% bootstrap intervals (:mod:`learning_report`).
+
+    python benchmarks/learning_replication.py --jobs 2              # seeds 0-3 (resumes from committed runs)
+    python benchmarks/learning_replication.py --seeds 0 1 2 3 4     # one more seed round
+    python benchmarks/learning_replication.py --report-only         # tables and plots from the committed runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import learning  # noqa: E402
+import learning_report  # noqa: E402
+
+DEFAULT_OUT = learning.REPO / "benchmarks" / "results" / "learning_replication"
+DEFAULT_WORK = learning.REPO / "outputs" / "learning_replication"
+SEEDS = (0, 1, 2, 3)
+
+
+def replication_configs(study: learning.StudyState) -> dict[str, learning.Run]:
+    """Label -> seed-0 run of each configuration the study selected, in priority order (the decisive pairs
+    first). Labels are the study's final-table labels."""
+    resrl = learning.selected_resrl(study)
+    grpo = learning.selected_run(study, "grpo")
+    paper = learning.selected_run(study, "resrl")
+    if resrl is None or grpo is None or paper is None:
+        raise SystemExit("the study has not selected its configurations yet (its sweep and regime stages must "
+                         "finish first): nothing to replicate")
+    configs = {resrl.method: resrl, "grpo": grpo, **{f"{resrl.method}_{a}": replace(resrl, ablation=a)
+                                                     for a in learning.ABLATIONS}}
+    configs.setdefault("resrl", paper)  # the paper's lambda, when the selected ResRL is lambda = 1.0
+    return {label: replace(run, stage="replication", seed=0) for label, run in configs.items()}
+
+
+def replication_plan(configs: dict[str, learning.Run], seeds) -> list[learning.Run]:
+    """Every configuration of each seed, round by round."""
+    return [replace(run, seed=s) for s in seeds for run in configs.values()]
+
+
+def replication_groups(configs: dict[str, learning.Run], records: dict[str, dict]) -> dict[str, list[dict]]:
+    """Label -> the finished records of its configuration, in seed order."""
+    return {label: sorted((r for r in records.values() if learning.config_of(r["name"]) == run.config),
+                          key=lambda r: r["seed"]) for label, run in configs.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--study-dir", type=Path, default=learning.DEFAULT_OUT,
+                        help="the study whose selected configurations are replicated (its runs/ are read)")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--n-dev", type=int, default=learning.N_DEV)
+    parser.add_argument("--n-test", type=int, default=learning.N_TEST)
+    parser.add_argument("--eval-seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="main_ppo runs at a time")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each evaluation")
+    parser.add_argument("--max-runs", type=int, default=None, help="start at most this many new runs")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the differences")
+    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, help="policy, data, runs (git-ignored)")
+    parser.add_argument("--policy-dir", type=Path, default=None,
+                        help="the starting policy (default: OUT/policy if kept there, else a build in WORK/policy)")
+    parser.add_argument("--run-timeout", type=float, default=3600)
+    parser.add_argument("--report-only", action="store_true", help="only write the report from finished runs")
+    parser.add_argument("--progress", action="store_true", help="one line per training step")
+    args = parser.parse_args(argv)
+    args.out_dir, args.work_dir = args.out_dir.resolve(), args.work_dir.resolve()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    args.started = 0
+    wall = time.time()
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as in learning.py: the workers are the training itself
+
+    study = learning.StudyState(learning.load_records(args.study_dir / "runs"))
+    study_sha = learning.study_policy_sha(study.records, None)
+    configs = replication_configs(study)
+    state = learning.StudyState(learning.load_records(args.out_dir / "runs"))
+    start_path = args.out_dir / "start.json"
+    start = json.loads(start_path.read_text()) if start_path.is_file() else None
+    if not args.report_only:
+        from verl_resrl.demo.rl import write_data
+
+        policy_dir, policy_sha = learning.resolve_policy(
+            args, learning.study_policy_sha(state.records, start),
+            other_than=(study_sha, "the study's own starting policy; a replication starts from another one (the "
+                                   "study's --extra-seeds gives more seeds of the same policy)"))
+        data = write_data(args.work_dir / "data", n_test=args.n_dev)
+        start = learning.start_record(args, policy_dir, policy_sha)
+        learning.execute(args, state, policy_dir, data, policy_sha,
+                         planner=lambda st: replication_plan(configs, args.seeds))
+        state = learning.StudyState(learning.load_records(args.out_dir / "runs"))
+    context = {
+        "command": "python benchmarks/learning_replication.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "wall_seconds_this_invocation": round(time.time() - wall, 1),
+        "study_policy_sha256": study_sha, "policy_sha256": start["policy_sha256"] if start else None,
+        "configurations": {label: run.config for label, run in configs.items()}, "seeds": args.seeds,
+    }
+    reference = next(iter(configs))
+    return learning_report.write_report(args.out_dir, {}, start, replication_groups(configs, state.records), {},
+                                        reference, context, k=learning.K, bootstrap=args.bootstrap)
+
+
+if __name__ == "__main__":
+    main()
