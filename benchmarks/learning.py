@@ -400,6 +400,25 @@ def start_record(args, policy_dir: Path, policy_sha: str) -> dict:
     return record
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, out_dir: Path, work_dir: Path) -> None:
+    """The options of training and evaluating runs (shared with :mod:`learning_replication`)."""
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--n-dev", type=int, default=N_DEV)
+    parser.add_argument("--n-test", type=int, default=N_TEST)
+    parser.add_argument("--eval-seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="main_ppo runs at a time")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each evaluation")
+    parser.add_argument("--max-runs", type=int, default=None, help="start at most this many new runs")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the test differences")
+    parser.add_argument("--out-dir", type=Path, default=out_dir)
+    parser.add_argument("--work-dir", type=Path, default=work_dir, help="policy, data, runs (git-ignored)")
+    parser.add_argument("--policy-dir", type=Path, default=None,
+                        help="the starting policy (default: OUT/policy if kept there, else a build in WORK/policy)")
+    parser.add_argument("--run-timeout", type=float, default=3600)
+    parser.add_argument("--report-only", action="store_true", help="only write the report from finished runs")
+    parser.add_argument("--progress", action="store_true", help="one line per training step")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -408,21 +427,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--extra-seeds", nargs="+", type=int, default=[], metavar="SEED",
                         help="more seeds for the decisive pairs only: the selected ResRL configuration, GRPO and "
                              "ResRL with uniform weights (final and ablation stages)")
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--n-dev", type=int, default=N_DEV)
-    parser.add_argument("--n-test", type=int, default=N_TEST)
-    parser.add_argument("--eval-seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=1, help="main_ppo runs at a time")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of each evaluation")
-    parser.add_argument("--max-runs", type=int, default=None, help="start at most this many new runs")
-    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the final differences")
-    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, help="policy, data, runs (git-ignored)")
-    parser.add_argument("--policy-dir", type=Path, default=None,
-                        help="the starting policy (default: OUT/policy if kept there, else a build in WORK/policy)")
-    parser.add_argument("--run-timeout", type=float, default=3600)
-    parser.add_argument("--report-only", action="store_true", help="only write the report from finished runs")
-    parser.add_argument("--progress", action="store_true", help="one line per training step")
+    add_run_arguments(parser, DEFAULT_OUT, DEFAULT_WORK)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: sweep of grpo and resrl at the first lr, 3 steps, 32 dev + 32 test problems")
     args = parser.parse_args(argv)

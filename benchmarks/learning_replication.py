@@ -7,9 +7,9 @@ shuffled negative weights, GRPO's, and ResRL with the paper's lambda = 0.1 -- fr
 splits, 16 samples per problem). Nothing is re-selected: the configurations are read from the study's committed
 runs (``--study-dir``), so this tests whether its findings hold for a policy it was not tuned on.
 
-The starting policy is the one kept in ``<out-dir>/policy``, else ``--policy-dir``, else a build on this machine
-(whose weights depend on the CPU, see :mod:`verl_resrl.demo.policy`); it must differ from the study's, and is kept
-in ``<out-dir>/policy`` so that a later invocation on any machine resumes from the same weights. Runs go in seed
+The starting policy is ``--policy-dir`` if given, else the one kept in ``<out-dir>/policy``, else a build on this
+machine (whose weights depend on the CPU, see :mod:`verl_resrl.demo.policy`); it must differ from the study's, and
+is kept in ``<out-dir>/policy`` so that a later invocation on any machine resumes from the same weights. Runs go in seed
 rounds (every configuration of seed 0, then of seed 1, ...), so a stopped replication has balanced seeds. Each
 finished run writes ``<out-dir>/runs/<run>.json``; commit them and the kept policy. The report
 (``learning.md``, ``learning.json``, ``pass_at_k.png``, ``training_curves.png`` in ``--out-dir``) has the test
@@ -73,21 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--study-dir", type=Path, default=learning.DEFAULT_OUT,
                         help="the study whose selected configurations are replicated (its runs/ are read)")
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--n-dev", type=int, default=learning.N_DEV)
-    parser.add_argument("--n-test", type=int, default=learning.N_TEST)
-    parser.add_argument("--eval-seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=1, help="main_ppo runs at a time")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of each evaluation")
-    parser.add_argument("--max-runs", type=int, default=None, help="start at most this many new runs")
-    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the differences")
-    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, help="policy, data, runs (git-ignored)")
-    parser.add_argument("--policy-dir", type=Path, default=None,
-                        help="the starting policy (default: OUT/policy if kept there, else a build in WORK/policy)")
-    parser.add_argument("--run-timeout", type=float, default=3600)
-    parser.add_argument("--report-only", action="store_true", help="only write the report from finished runs")
-    parser.add_argument("--progress", action="store_true", help="one line per training step")
+    learning.add_run_arguments(parser, DEFAULT_OUT, DEFAULT_WORK)
     args = parser.parse_args(argv)
     args.out_dir, args.work_dir = args.out_dir.resolve(), args.work_dir.resolve()
     args.out_dir.mkdir(parents=True, exist_ok=True)
