@@ -25,7 +25,8 @@ Every run starts from the policy in ``<out-dir>/policy`` (the study's starting w
 results): a rebuild gives other weights on a CPU with another instruction set (:mod:`verl_resrl.demo.policy`), so
 the study keeps the weights it started from instead of rebuilding them. A new study builds its policy (or takes
 ``--policy-dir``) and copies it there. An invocation whose policy differs from the one the committed runs were
-trained from stops before training, naming both checksums.
+trained from stops before training, naming both checksums. (The committed study predates this: its policy,
+sha256 ``f55bbe6f...``, is kept by the first invocation on a machine whose build reproduces it.)
 
 Each finished run writes ``<out-dir>/runs/<run>.json`` (settings, dev and test metrics with per-problem counts,
 per-step training metrics). Commit these as they land: a later invocation reuses every run whose file matches
