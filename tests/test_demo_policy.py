@@ -59,6 +59,7 @@ def test_build_policy_writes_manifest_and_verifies(tmp_path):
     manifest = policy.build_policy(out, SMALL, log=logs.append)
     assert manifest["warmup_steps"] == 2 and len(manifest["trace"]) == 1
     assert "model.safetensors" in manifest["sha256"] and "tokenizer.json" in manifest["sha256"]
+    assert manifest["platform"]["torch_cpu_capability"] and manifest["versions"]["torch"]  # what the weights depend on
     on_disk = json.loads((out / policy.MANIFEST).read_text())
     assert on_disk == manifest
     assert policy.verify_policy(out)["sha256"] == manifest["sha256"]

@@ -8,7 +8,7 @@ on the task's chain-of-thought targets (loss on response tokens only) and stops 
 policy that solves some problems and has room to learn. Everything is seeded, uses 1 torch thread and
 ``torch.use_deterministic_algorithms(True)``, so a rebuild on the same machine gives the same weights (the
 checksum in the manifest tells). The weights also depend on the torch/transformers versions and on the CPU's
-instruction set, which decides the floating-point summation order of the kernels: on one machine, five settings
+instruction set, which decides the floating-point summation order of the kernels: on one machine, seven settings
 of ``ATEN_CPU_CAPABILITY`` / ``MKL_CBWR`` gave five different policies, warmed up in 600 to 1,000 steps. The
 manifest records the versions and the CPU (``platform``); anything that must start from the same weights on
 another machine copies the directory instead of rebuilding it (the learning study keeps its policy beside its
