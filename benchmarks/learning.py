@@ -196,21 +196,22 @@ def plan(state: StudyState, stages=STAGES, methods=tuple(METHODS), extra_seeds=(
     return runs
 
 
+def seeds_of(records: dict[str, dict], run: Run) -> list[dict]:
+    """The finished records of ``run``'s configuration, every seed, in seed order."""
+    return sorted((r for r in records.values() if config_of(r["name"]) == run.config), key=lambda r: r["seed"])
+
+
 def final_groups(state: StudyState) -> dict[str, list[dict]]:
     """Label -> the records of its selected configuration, every finished seed (0, 1, 2 and any extra seeds)."""
-    def seeds_of(run: Run) -> list[dict]:  # every finished seed of the run's configuration, in seed order
-        recs = [r for r in state.records.values() if config_of(r["name"]) == run.config]
-        return sorted(recs, key=lambda r: r["seed"])
-
     groups: dict[str, list[dict]] = {}
     for m in METHODS:
         chosen = selected_run(state, m)
         if chosen is not None:
-            groups[m] = seeds_of(chosen)
+            groups[m] = seeds_of(state.records, chosen)
     chosen = selected_resrl(state)
     if chosen is not None:
         for a in ABLATIONS:
-            recs = seeds_of(replace(chosen, ablation=a))
+            recs = seeds_of(state.records, replace(chosen, ablation=a))
             if recs:
                 groups[f"{chosen.method}_{a}"] = recs
     return groups
@@ -306,6 +307,9 @@ def execute(args, state: StudyState, policy_dir: Path, data, policy_sha: str, pl
     if planner is None:
         def planner(st):
             return plan(st, args.stages, args.methods, args.extra_seeds)
+    # Ray starts its workers at niceness 15; on a CPU machine they are the training itself, so they keep the
+    # study's own priority (run times then do not depend on whatever else runs at normal priority).
+    os.environ.setdefault("RAY_worker_niceness", "0")
     runs_dir = args.out_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     failed: set[str] = set()
@@ -363,24 +367,28 @@ def resolve_policy(args, expected_sha: str | None, other_than: tuple[str, str] |
     from verl_resrl.demo.policy import PolicyConfig, build_policy, verify_policy
 
     kept = args.out_dir / "policy"
+    kept_manifest = verify_policy(kept) if (kept / "manifest.json").is_file() else None
     if args.policy_dir is not None:
         policy_dir, manifest = args.policy_dir.resolve(), verify_policy(args.policy_dir)
-    elif (kept / "manifest.json").is_file():
-        policy_dir, manifest = kept, verify_policy(kept)
+    elif kept_manifest is not None:
+        policy_dir, manifest = kept, kept_manifest
     else:
         policy_dir = args.work_dir / "policy"
         manifest = build_policy(policy_dir, PolicyConfig(), log=lambda m: print(m, flush=True))
     sha = manifest["sha256"]["model.safetensors"]
-    if expected_sha is not None and sha != expected_sha:
-        raise SystemExit(
-            f"{policy_dir}: starting policy sha256 {sha}, but the runs in {args.out_dir / 'runs'} were trained "
-            f"from {expected_sha}. A rebuild gives other weights on a CPU with another instruction set (this one: "
-            f"{manifest.get('platform', {}).get('cpu', '?')}, torch kernels "
-            f"{manifest.get('platform', {}).get('torch_cpu_capability', '?')}). Resume with --policy-dir DIR holding "
-            f"the study's policy (weights sha256 {expected_sha}), or start a separate study with --out-dir NEW.")
+    expected = {f"the runs in {args.out_dir / 'runs'} were trained from": expected_sha,
+                f"the study's kept policy {kept} is": kept_manifest and kept_manifest["sha256"]["model.safetensors"]}
+    for source, want in expected.items():
+        if want is not None and sha != want:
+            raise SystemExit(
+                f"{policy_dir}: starting policy sha256 {sha}, but {source} {want}. A rebuild gives other weights on "
+                f"a CPU with another instruction set (this one: {manifest.get('platform', {}).get('cpu', '?')}, "
+                f"torch kernels {manifest.get('platform', {}).get('torch_cpu_capability', '?')}). Resume with "
+                f"--policy-dir DIR holding the study's policy (weights sha256 {want}), or start a separate study "
+                "with --out-dir NEW.")
     if other_than is not None and sha == other_than[0]:
         raise SystemExit(f"{policy_dir}: starting policy sha256 {sha} is {other_than[1]}")
-    if not (kept / "manifest.json").is_file():
+    if kept_manifest is None:
         shutil.copytree(policy_dir, kept, dirs_exist_ok=True)
         verify_policy(kept)
         print(f"[learning] kept the starting policy in {kept} (commit it with the runs)", flush=True)
@@ -443,9 +451,6 @@ def main(argv: list[str] | None = None) -> dict:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     args.started = 0
     wall = time.time()
-    # Ray starts its workers at niceness 15; on a CPU machine they are the training itself, so they keep the
-    # study's own priority (run times then do not depend on whatever else runs at normal priority).
-    os.environ.setdefault("RAY_worker_niceness", "0")
 
     state = StudyState(load_records(args.out_dir / "runs"))
     start = json.loads((args.out_dir / "start.json").read_text()) if (args.out_dir / "start.json").is_file() else None

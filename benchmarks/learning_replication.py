@@ -63,8 +63,7 @@ def replication_plan(configs: dict[str, learning.Run], seeds) -> list[learning.R
 
 def replication_groups(configs: dict[str, learning.Run], records: dict[str, dict]) -> dict[str, list[dict]]:
     """Label -> the finished records of its configuration, in seed order."""
-    return {label: sorted((r for r in records.values() if learning.config_of(r["name"]) == run.config),
-                          key=lambda r: r["seed"]) for label, run in configs.items()}
+    return {label: learning.seeds_of(records, run) for label, run in configs.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -79,7 +78,6 @@ def main(argv: list[str] | None = None) -> dict:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     args.started = 0
     wall = time.time()
-    os.environ.setdefault("RAY_worker_niceness", "0")  # as in learning.py: the workers are the training itself
 
     study = learning.StudyState(learning.load_records(args.study_dir / "runs"))
     study_sha = learning.study_policy_sha(study.records, None)

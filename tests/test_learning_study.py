@@ -120,6 +120,11 @@ def test_the_study_keeps_its_starting_policy_and_refuses_another(tmp_path):
     assert study.study_policy_sha(records, {"policy_sha256": "f" * 64}) == "f" * 64
     with pytest.raises(SystemExit, match=f"sha256 {sha}, but the runs in .* were trained from {'f' * 64}"):
         study.resolve_policy(args, study.study_policy_sha(records, None))
+    # another --policy-dir than the policy the study kept: refused as well
+    other = policy.build_policy(tmp_path / "other", replace(small, seed=1), log=lambda *_: None)
+    assert other["sha256"]["model.safetensors"] != sha
+    with pytest.raises(SystemExit, match=f"but the study's kept policy .* is {sha}"):
+        study.resolve_policy(SimpleNamespace(**{**vars(args), "policy_dir": tmp_path / "other"}), None)
     with pytest.raises(SystemExit, match="2 different starting policies"):
         study.study_policy_sha({**records, "c": {"policy_sha256": "e" * 64}}, None)
 
