@@ -2,7 +2,8 @@
 
 The study (:mod:`learning`) selects its configurations on one starting policy. This script trains the
 configurations it selected -- the selected ResRL (``resrl_pos1`` or ``resrl``), the same with uniform and with
-shuffled negative weights, GRPO's, and ResRL with the paper's lambda = 0.1 -- from another starting policy, seeds
+shuffled negative weights, GRPO's, ResRL with the paper's lambda = 0.1, NSR's and W-REINFORCE's: every row of the
+study's final table -- from another starting policy, seeds
 ``--seeds``, with the study's protocol otherwise (``--steps`` x 16 prompts x 8 responses, the same dev and test
 splits, 16 samples per problem). Nothing is re-selected: the configurations are read from the study's committed
 runs (``--study-dir``), so this tests whether its findings hold for a policy it was not tuned on.
@@ -43,16 +44,16 @@ SEEDS = (0, 1, 2, 3)
 
 def replication_configs(study: learning.StudyState) -> dict[str, learning.Run]:
     """Label -> seed-0 run of each configuration the study selected, in priority order (the decisive pairs
-    first). Labels are the study's final-table labels."""
+    first, then the paper's lambda, then the other baselines). Labels are the study's final-table labels."""
     resrl = learning.selected_resrl(study)
-    grpo = learning.selected_run(study, "grpo")
-    paper = learning.selected_run(study, "resrl")
-    if resrl is None or grpo is None or paper is None:
+    chosen = {m: learning.selected_run(study, m) for m in learning.METHODS}
+    if resrl is None or None in chosen.values():
         raise SystemExit("the study has not selected its configurations yet (its sweep and regime stages must "
                          "finish first): nothing to replicate")
-    configs = {resrl.method: resrl, "grpo": grpo, **{f"{resrl.method}_{a}": replace(resrl, ablation=a)
-                                                     for a in learning.ABLATIONS}}
-    configs.setdefault("resrl", paper)  # the paper's lambda, when the selected ResRL is lambda = 1.0
+    configs = {resrl.method: resrl, "grpo": chosen["grpo"], **{f"{resrl.method}_{a}": replace(resrl, ablation=a)
+                                                               for a in learning.ABLATIONS}}
+    for method in ("resrl", "nsr", "w_reinforce"):  # the paper's lambda (when lambda = 1.0 is selected) and the rest
+        configs.setdefault(method, chosen[method])
     return {label: replace(run, stage="replication", seed=0) for label, run in configs.items()}
 
 

@@ -23,14 +23,16 @@ def _finished_study(best_resrl: str) -> "study.StudyState":
 def test_configurations_are_the_studys_selection_decisive_pairs_first():
     state = _finished_study("resrl_pos1")
     configs = replication.replication_configs(state)
-    assert list(configs) == ["resrl_pos1", "grpo", "resrl_pos1_uniform", "resrl_pos1_shuffled", "resrl"]
+    assert list(configs) == ["resrl_pos1", "grpo", "resrl_pos1_uniform", "resrl_pos1_shuffled", "resrl", "nsr",
+                             "w_reinforce"]
+    assert configs["w_reinforce"].config == study.selected_run(state, "w_reinforce").config
     assert configs["grpo"].config == study.selected_run(state, "grpo").config
     assert configs["resrl_pos1_shuffled"].overrides() == ["+algorithm.resrl.pos_weight=1.0",
                                                           "+algorithm.resrl.weights=shuffled"]
     assert {run.seed for run in configs.values()} == {0} and {run.stage for run in configs.values()} == {"replication"}
     # with the paper's lambda selected, it is not listed twice
     assert list(replication.replication_configs(_finished_study("resrl"))) == [
-        "resrl", "grpo", "resrl_uniform", "resrl_shuffled"]
+        "resrl", "grpo", "resrl_uniform", "resrl_shuffled", "nsr", "w_reinforce"]
     with pytest.raises(SystemExit, match="not selected"):
         replication.replication_configs(study.StudyState())
 
@@ -38,15 +40,16 @@ def test_configurations_are_the_studys_selection_decisive_pairs_first():
 def test_plan_goes_in_seed_rounds_and_groups_collect_finished_seeds():
     configs = replication.replication_configs(_finished_study("resrl_pos1"))
     runs = replication.replication_plan(configs, (0, 1, 2))
-    assert [r.seed for r in runs] == [0] * 5 + [1] * 5 + [2] * 5
-    assert len({r.name for r in runs}) == 15
+    assert [r.seed for r in runs] == [0] * 7 + [1] * 7 + [2] * 7
+    assert len({r.name for r in runs}) == 21
     rng = random.Random(3)
     state = study.StudyState()
-    for run in runs[:7]:  # round 0 and two runs of round 1
+    for run in runs[:9]:  # round 0 and two runs of round 1
         _finish(state, run, 0.5, 0.5, rng)
     groups = replication.replication_groups(configs, state.records)
     assert {label: [r["seed"] for r in recs] for label, recs in groups.items()} == {
-        "resrl_pos1": [0, 1], "grpo": [0, 1], "resrl_pos1_uniform": [0], "resrl_pos1_shuffled": [0], "resrl": [0]}
+        "resrl_pos1": [0, 1], "grpo": [0, 1], "resrl_pos1_uniform": [0], "resrl_pos1_shuffled": [0], "resrl": [0],
+        "nsr": [0], "w_reinforce": [0]}
 
 
 def test_the_studys_own_policy_is_refused(tmp_path):
