@@ -14,7 +14,8 @@ is kept in ``<out-dir>/policy`` so that a later invocation on any machine resume
 rounds (every configuration of seed 0, then of seed 1, ...), so a stopped replication has balanced seeds. Each
 finished run writes ``<out-dir>/runs/<run>.json``; commit them and the kept policy. The report
 (``learning.md``, ``learning.json``, ``pass_at_k.png``, ``training_curves.png`` in ``--out-dir``) has the test
-table and the selected ResRL minus each other configuration with 95% bootstrap intervals (:mod:`learning_report`).
+table and the selected ResRL minus each other configuration with 95% bootstrap intervals, from this policy and
+pooled over both policies (the study's finished seeds and this script's) (:mod:`learning_report`).
 
     python benchmarks/learning_replication.py --jobs 2              # seeds 0-3 (resumes from committed runs)
     python benchmarks/learning_replication.py --seeds 0 1 2 3 4     # one more seed round
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     reference = next(iter(configs))
     return learning_report.write_report(args.out_dir, {}, start, replication_groups(configs, state.records), {},
-                                        reference, context, k=learning.K, bootstrap=args.bootstrap)
+                                        reference, context, k=learning.K, bootstrap=args.bootstrap,
+                                        pooled_with=learning.final_groups(study))
 
 
 if __name__ == "__main__":

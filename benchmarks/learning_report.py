@@ -65,18 +65,36 @@ def bootstrap_difference(a: np.ndarray, b: np.ndarray, resamples: int = 2000, se
         a, b: ``(seeds, problems)`` per-problem values of two methods on the same problems; seed rows are paired by
             index when both have the same number of seeds, resampled independently otherwise.
     """
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"different problem sets: {a.shape[1]} vs {b.shape[1]} problems")
+    return pooled_difference([(a, b)], resamples, seed)
+
+
+def pooled_difference(pairs: list[tuple[np.ndarray, np.ndarray]], resamples: int = 2000, seed: int = 0) -> dict:
+    """The mean over studies of each study's difference of means ``a - b``, with a 95% percentile bootstrap
+    interval.
+
+    Args:
+        pairs: one ``(a, b)`` per study (e.g. per starting policy), each as in :func:`bootstrap_difference`. Every
+            study is evaluated on the same problems, so one problem resample serves them all; seeds are resampled
+            within each study. Each study weighs the same, whatever its number of seeds.
+    """
+    n_problems = {x.shape[1] for pair in pairs for x in pair}
+    if len(n_problems) != 1:
+        raise ValueError(f"different problem sets: {sorted(n_problems)} problems")
+    (n,) = n_problems
     rng = np.random.default_rng(seed)
-    problems = rng.integers(0, a.shape[1], size=(resamples, a.shape[1]))
-    seeds_a = rng.integers(0, a.shape[0], size=(resamples, a.shape[0]))
-    seeds_b = seeds_a if a.shape[0] == b.shape[0] else rng.integers(0, b.shape[0], size=(resamples, b.shape[0]))
-    mean_a = a[seeds_a].mean(axis=1)  # (R, P): the resampled seeds' mean per problem
-    mean_b = b[seeds_b].mean(axis=1)
-    diffs = (np.take_along_axis(mean_a, problems, 1) - np.take_along_axis(mean_b, problems, 1)).mean(axis=1)
+    problems = rng.integers(0, n, size=(resamples, n))
+    diffs = np.zeros(resamples)
+    for a, b in pairs:
+        seeds_a = rng.integers(0, a.shape[0], size=(resamples, a.shape[0]))
+        seeds_b = seeds_a if a.shape[0] == b.shape[0] else rng.integers(0, b.shape[0], size=(resamples, b.shape[0]))
+        mean_a = a[seeds_a].mean(axis=1)  # (R, P): the resampled seeds' mean per problem
+        mean_b = b[seeds_b].mean(axis=1)
+        diffs += (np.take_along_axis(mean_a, problems, 1) - np.take_along_axis(mean_b, problems, 1)).mean(axis=1)
+    diffs /= len(pairs)
     lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return {"diff": float(a.mean() - b.mean()), "ci95": [float(lo), float(hi)],
-            "excludes_0": bool(lo > 0 or hi < 0), "seeds": [int(a.shape[0]), int(b.shape[0])]}
+    seeds = [[int(a.shape[0]), int(b.shape[0])] for a, b in pairs]
+    return {"diff": float(np.mean([a.mean() - b.mean() for a, b in pairs])), "ci95": [float(lo), float(hi)],
+            "excludes_0": bool(lo > 0 or hi < 0), "seeds": seeds[0] if len(pairs) == 1 else seeds}
 
 
 def sweep_table(records: dict[str, dict], selection: dict[str, str | None], k: int) -> str:
@@ -137,9 +155,27 @@ def differences(groups: dict[str, list[dict]], reference: str, k: int, resamples
     return out
 
 
-def differences_table(diffs: dict[str, dict], reference: str, k: int) -> str:
+def pooled_differences(studies: list[dict[str, list[dict]]], reference: str, k: int, resamples: int) -> dict:
+    """``reference`` minus every other label that all ``studies`` (label -> records, one dict per starting
+    policy) have: the mean of the studies' test-split differences, with a bootstrap interval
+    (:func:`pooled_difference`)."""
+    labels = [label for label in studies[0] if label != reference and all(st.get(label) for st in studies)]
+    if not all(st.get(reference) for st in studies):
+        return {}
+    out = {}
+    for label in labels:
+        out[label] = {}
+        for metric, m in ((f"avg@{k}", "avg"), (f"pass@{k}", "pass")):
+            pairs = [(per_problem([r["test"] for r in st[reference]], m, k),
+                      per_problem([r["test"] for r in st[label]], m, k)) for st in studies]
+            out[label][metric] = pooled_difference(pairs, resamples)
+    return out
+
+
+def differences_table(diffs: dict[str, dict], reference: str, k: int,
+                      over: str = "problems and seeds") -> str:
     lines = [f"Test split: {reference} minus each method (percentage points), 95% bootstrap interval over "
-             "problems and seeds:", "", f"| vs | Avg@{k} diff [95% CI] | pass@{k} diff [95% CI] |", "|---|---|---|"]
+             f"{over}:", "", f"| vs | Avg@{k} diff [95% CI] | pass@{k} diff [95% CI] |", "|---|---|---|"]
     for label, d in diffs.items():
         cells = []
         for metric in (f"avg@{k}", f"pass@{k}"):
@@ -243,8 +279,11 @@ def _pyplot():
 
 def write_report(out_dir: Path, records: dict[str, dict], start: dict | None, groups: dict[str, list[dict]],
                  selection: dict[str, str | None], reference: str | None, context: dict, k: int = 16,
-                 bootstrap: int = 2000) -> dict:
-    """Write ``learning.md``, ``learning.json`` and the plots into ``out_dir``; return the summary."""
+                 bootstrap: int = 2000, pooled_with: dict[str, list[dict]] | None = None) -> dict:
+    """Write ``learning.md``, ``learning.json`` and the plots into ``out_dir``; return the summary.
+
+    ``pooled_with``: another study's groups (label -> records, from another starting policy); the report then
+    also has ``reference`` minus each label of both, pooled over the two studies (:func:`pooled_differences`)."""
     out_dir = Path(out_dir)
     parts = [sweep_table(records, selection, k)] if records else []
     summary: dict = {**context, "selection": selection, "selected_resrl": reference, "runs": sorted(records)}
@@ -259,6 +298,11 @@ def write_report(out_dir: Path, records: dict[str, dict], start: dict | None, gr
             diffs = differences(groups, reference, k, bootstrap)
             summary["differences"] = {"reference": reference, "vs": diffs}
             parts.append(differences_table(diffs, reference, k))
+            pooled = pooled_differences([groups, pooled_with], reference, k, bootstrap) if pooled_with else {}
+            if pooled:
+                summary["pooled_differences"] = {"reference": reference, "vs": pooled}
+                parts.append("Both starting policies (this study and the other one), each weighing the same:\n\n"
+                             + differences_table(pooled, reference, k, "problems and each study's seeds"))
         training = {label: training_summary(recs) for label, recs in groups.items()}
         summary["training"] = training
         parts.append(training_table(training))

@@ -147,6 +147,21 @@ def test_bootstrap_difference_interval():
         report.bootstrap_difference(a, a[:, :10])
 
 
+def test_pooled_difference_averages_the_studies_and_resamples_their_seeds_separately():
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(0.4, 0.6, size=(3, 200)), rng.uniform(0.4, 0.6, size=(4, 200))
+    alone = report.bootstrap_difference(a + 0.05, a, resamples=300)
+    assert report.pooled_difference([(a + 0.05, a)], resamples=300) == alone
+    both = report.pooled_difference([(a + 0.06, a), (b + 0.02, b)], resamples=300)
+    assert both["diff"] == pytest.approx(0.04) and both["excludes_0"] and both["seeds"] == [[3, 3], [4, 4]]
+    assert both["ci95"][0] <= 0.04 <= both["ci95"][1]
+    # one study's +0.1 cancelled by the other's -0.1 pools to 0, whatever the studies' seed counts
+    cancel = report.pooled_difference([(a + 0.1, a), (b - 0.1, b[:2])], resamples=300)
+    assert cancel["diff"] == pytest.approx(0.0, abs=0.02) and not cancel["excludes_0"]
+    with pytest.raises(ValueError, match="different problem sets"):
+        report.pooled_difference([(a, a), (b[:, :10], b[:, :10])])
+
+
 def test_report_tables_and_plots(tmp_path):
     rng = random.Random(1)
     state = study.StudyState()
@@ -161,6 +176,14 @@ def test_report_tables_and_plots(tmp_path):
     assert "**" in md and "resrl minus each method" in md
     assert set(out["differences"]["vs"]) >= {"grpo", "nsr", "w_reinforce", "resrl_pos1"}
     assert out["training"]["grpo"]["critic/score/mean"] == pytest.approx(0.2)
+    assert "pooled_differences" not in out
+    # pooled with another study that has only some of the labels: only the shared ones are compared
+    other = {label: recs for label, recs in study.final_groups(state).items() if label in ("resrl", "grpo")}
+    pooled = report.write_report(tmp_path, state.records, start, study.final_groups(state), selection, "resrl",
+                                 {"command": "x"}, bootstrap=200, pooled_with=other)["pooled_differences"]
+    assert list(pooled["vs"]) == ["grpo"] and pooled["vs"]["grpo"]["avg@16"]["diff"] == pytest.approx(
+        out["differences"]["vs"]["grpo"]["avg@16"]["diff"])
+    assert "Both starting policies" in (tmp_path / "learning.md").read_text()
     assert (tmp_path / "pass_at_k.png").stat().st_size > 0 and (tmp_path / "training_curves.png").stat().st_size > 0
 
 
