@@ -53,6 +53,15 @@ machine), 1.5-2x the throughput of one. ``--methods`` also limits the ablation s
 
 The whole study is 36 runs (15 sweep + 5 regime + 10 final + 6 ablation): about 8 hours two at a time, so it
 spans several sessions; it resumes from the committed runs.
+
+The tables of BENCHMARKS.md section 1, and the command that prints each (into ``learning.md`` of its out-dir):
+
+    selection (dev, seed 0)               python benchmarks/learning.py --report-only
+    test table from the study's policy    python benchmarks/learning.py --report-only   (rerun: without it)
+    test table from a second policy       python benchmarks/learning_replication.py --report-only
+      (every selected configuration,      (rerun: python benchmarks/learning_replication.py --jobs 2)
+      both ablations, seeds 0-4)
+    differences pooled over both policies python benchmarks/learning_replication.py --report-only
 """
 
 from __future__ import annotations

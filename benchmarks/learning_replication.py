@@ -17,8 +17,8 @@ finished run writes ``<out-dir>/runs/<run>.json``; commit them and the kept poli
 table and the selected ResRL minus each other configuration with 95% bootstrap intervals, from this policy and
 pooled over both policies (the study's finished seeds and this script's) (:mod:`learning_report`).
 
-    python benchmarks/learning_replication.py --jobs 2              # seeds 0-3 (resumes from committed runs)
-    python benchmarks/learning_replication.py --seeds 0 1 2 3 4     # one more seed round
+    python benchmarks/learning_replication.py --jobs 2              # seeds 0-4 (resumes from committed runs)
+    python benchmarks/learning_replication.py --seeds 0 1 2 3 4 5   # one more seed round
     python benchmarks/learning_replication.py --report-only         # tables and plots from the committed runs
 """
 
@@ -40,7 +40,7 @@ import learning_report  # noqa: E402
 
 DEFAULT_OUT = learning.REPO / "benchmarks" / "results" / "learning_replication"
 DEFAULT_WORK = learning.REPO / "outputs" / "learning_replication"
-SEEDS = (0, 1, 2, 3)
+SEEDS = (0, 1, 2, 3, 4)
 
 
 def replication_configs(study: learning.StudyState) -> dict[str, learning.Run]:
