@@ -1,4 +1,4 @@
-"""The learning study's decisive comparisons, replicated from another starting policy.
+"""The learning study's final table -- every selected configuration and both ablations -- from another starting policy.
 
 The study (:mod:`learning`) selects its configurations on one starting policy. This script trains the
 configurations it selected -- the selected ResRL (``resrl_pos1`` or ``resrl``), the same with uniform and with
