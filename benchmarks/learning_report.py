@@ -144,24 +144,16 @@ def final_table(groups: dict[str, list[dict]], start: dict | None, k: int) -> st
 
 def differences(groups: dict[str, list[dict]], reference: str, k: int, resamples: int) -> dict[str, dict]:
     """``reference`` minus every other label on the test split: Avg@k and pass@k with bootstrap intervals."""
-    out = {}
-    ref = [r["test"] for r in groups[reference]]
-    for label, recs in groups.items():
-        if label == reference:
-            continue
-        other = [r["test"] for r in recs]
-        out[label] = {metric: bootstrap_difference(per_problem(ref, m, k), per_problem(other, m, k), resamples)
-                      for metric, m in ((f"avg@{k}", "avg"), (f"pass@{k}", "pass"))}
-    return out
+    return pooled_differences([groups], reference, k, resamples)
 
 
 def pooled_differences(studies: list[dict[str, list[dict]]], reference: str, k: int, resamples: int) -> dict:
     """``reference`` minus every other label that all ``studies`` (label -> records, one dict per starting
-    policy) have: the mean of the studies' test-split differences, with a bootstrap interval
-    (:func:`pooled_difference`)."""
-    labels = [label for label in studies[0] if label != reference and all(st.get(label) for st in studies)]
+    policy) have: the mean of the studies' test-split differences, Avg@k and pass@k, with a bootstrap interval
+    (:func:`pooled_difference`). One study gives :func:`differences`."""
     if not all(st.get(reference) for st in studies):
         return {}
+    labels = [label for label in studies[0] if label != reference and all(st.get(label) for st in studies)]
     out = {}
     for label in labels:
         out[label] = {}
