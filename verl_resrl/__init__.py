@@ -8,6 +8,7 @@ veRL: the math lives in verl-free modules; veRL integration is loaded by veRL it
 from verl_resrl.core.advantage import grpo_outcome_advantage, positive_responses, resrl_advantages
 from verl_resrl.core.config import ResRLConfig
 from verl_resrl.core.residual import ResidualStats, Residuals, compute_residuals
+from verl_resrl.core.think import prompt_opens_think, think_span_mask
 from verl_resrl.core.weights import negative_token_weights
 
 __version__ = "0.1.0"
@@ -21,4 +22,6 @@ __all__ = [
     "resrl_advantages",
     "grpo_outcome_advantage",
     "positive_responses",
+    "think_span_mask",
+    "prompt_opens_think",
 ]

@@ -6,7 +6,8 @@
 step N-1, converted to a Hugging Face directory, for step N). For every dumped sequence the audit runs a plain
 Hugging Face forward with ``output_hidden_states=True`` (no packing, no padding, no sharding), takes
 ``hidden_states[hidden_layer]`` at the positions predicting the response tokens (``[-n-1:-1]`` for a response
-of n tokens), computes the residuals with :func:`verl_resrl.compute_residuals` and the run's settings, and
+of n tokens), computes the residuals with :func:`verl_resrl.compute_residuals` and the run's settings (with
+``mask_think_tokens``, the reasoning spans found in the dumped ids are left out of its mask), and
 reports which tokens got a residual in one but not the other and the largest difference, relative to
 ``|residual| + `` the step's largest residual. With ``subspace=randomized`` both sides draw the same seeded
 random directions, so they agree to float rounding where the spectrum has a gap at the rank; ``--subspace
@@ -26,6 +27,7 @@ import torch
 
 from verl_resrl.core.config import ResRLConfig
 from verl_resrl.core.residual import Residuals, compute_residuals
+from verl_resrl.core.think import response_think_masks
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,17 @@ def response_states(model, dump: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return hidden, mask
 
 
+def think_masks(dump: dict, config: ResRLConfig, width: int) -> torch.Tensor:
+    """``(B, width)`` bool: the response tokens in reasoning spans (``mask_think_tokens``), from the dumped ids."""
+    if config.think_token_ids is None:
+        raise ValueError("the dump's settings have mask_think_tokens on but no think_token_ids")
+    lengths = [int(n) for n in dump["response_length"]]
+    out = torch.zeros(len(lengths), width, dtype=torch.bool)
+    for i, think in enumerate(response_think_masks(dump["input_ids"], lengths, *config.think_token_ids)):
+        out[i, : think.numel()] = think
+    return out
+
+
 def dumped_residuals(dump: dict, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The dump's per-response residual lists as padded ``(B, width)`` float32 / bool tensors."""
     residual = torch.zeros(len(dump["residual"]), width)
@@ -73,6 +86,8 @@ def recompute(model, dump: dict, config: ResRLConfig | None = None) -> tuple[Res
     """Residuals of the dump's responses from ``model``'s states; ``config`` defaults to the run's settings."""
     config = config or ResRLConfig.from_dict(dump["config"])
     hidden, mask = response_states(model, dump)
+    if config.mask_think_tokens:
+        mask &= ~think_masks(dump, config, mask.shape[1])
     return compute_residuals(hidden, mask, dump["uid"], dump["positive"], config), hidden, mask
 
 

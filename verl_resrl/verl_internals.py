@@ -164,7 +164,8 @@ declare("PPOTrainer._compute_advantage", "verl.trainer.ppo.v1.trainer_base", "PP
         ("self", "batch", "metrics"))
 declare("v1.agent_loop_tq.input_ids", "verl.trainer.ppo.v1.agent_loop_tq", "AgentLoopWorkerTQ",
         "the resrl.dump_dir dump reads each V1 sample's input_ids from TransferQueue: prompt + response ids, "
-        "unpadded - integration/trainer.py",
+        "unpadded - integration/trainer.py; the actor's old-log-prob request carries them the same way, where "
+        "resrl.mask_think_tokens finds each response's reasoning spans - integration/worker.py",
         uses=("input_ids = torch.cat([prompts, responses], dim=0)", 'field["input_ids"] = input_ids'))
 declare("PPOTrainer._get_required_batch_multiple", "verl.trainer.ppo.v1.trainer_base",
         "PPOTrainer._get_required_batch_multiple", "same upsampling as veRL's V1 balancing - integration/trainer.py",
@@ -177,6 +178,13 @@ declare("RayPPOTrainer._compute_old_log_prob", "verl.trainer.ppo.ray_trainer", "
         "- integration/trainer.py", ("self", "batch"))
 declare("RayPPOTrainer._get_dp_size", "verl.trainer.ppo.ray_trainer", "RayPPOTrainer._get_dp_size",
         "actor DP size for legacy balancing - integration/trainer.py", ("self", "worker_group", "role"))
+declare("PPOTrainer._init_tokenizer", "verl.trainer.ppo.v1.trainer_base", "PPOTrainer._init_tokenizer",
+        "the V1 trainer's tokenizer (self.tokenizer, built from actor_rollout_ref.model) gives "
+        "resrl.mask_think_tokens its tag ids - integration/trainer.py", ("self",),
+        uses=("self.tokenizer = model_config.tokenizer",))
+declare("RayPPOTrainer.__init__", "verl.trainer.ppo.ray_trainer", "RayPPOTrainer.__init__",
+        "the legacy trainer's tokenizer (self.tokenizer) gives resrl.mask_think_tokens its tag ids "
+        "- integration/trainer.py", ("self", "config", "tokenizer"), uses=("self.tokenizer = tokenizer",))
 declare("upsample_batch_to_divisible_size", "verl.trainer.ppo.padding_utils", "upsample_batch_to_divisible_size",
         "V1 balancing pads the batch to the DP/mini-batch multiple first - integration/trainer.py")
 declare("calculate_workload", "verl.utils.seqlen_balancing", "calculate_workload",
@@ -204,6 +212,11 @@ declare("FSDPEngine.is_mp_src_rank_with_outputs", "verl.workers.engine.fsdp.tran
 declare("get_device_id", "verl.utils.device", "get_device_id",
         "device of the one-tensor all-reduce by which all ranks agree that an old-log-prob pass failed, as the "
         "engine places its own all-reduce - integration/worker.py")
+declare("left_right_2_no_padding", "verl.workers.utils.padding", "left_right_2_no_padding",
+        "legacy trainer: the old-log-prob request's input_ids are nested per sample, prompt + response without "
+        "padding; resrl.mask_think_tokens finds each response's reasoning spans in them - integration/worker.py",
+        ("data",), uses=("input_ids_nested = torch.nested.nested_tensor_from_jagged(input_ids_rmpad.squeeze(-1), "
+                         "offsets=cu_seqlens)",))
 declare("no_padding_2_padding", "verl.workers.utils.padding", "no_padding_2_padding",
         "legacy trainer (padded masks): each response's length is the attention mask after the prompt, as veRL "
         "cuts log-probs - integration/worker.py", ("tensor", "data"),

@@ -8,7 +8,8 @@
 * :mod:`advantage` -- GRPO advantages with ResRL's weights folded in;
 * :mod:`streaming` -- residuals computed group by group as hidden states arrive, micro-batch by micro-batch;
 * :mod:`partition` -- data-parallel partition that keeps each prompt group on one rank;
-* :mod:`capture`   -- the forward hook that keeps one layer's response-token hidden states.
+* :mod:`capture`   -- the forward hook that keeps one layer's response-token hidden states;
+* :mod:`think`     -- reasoning spans (``<think>`` ... ``</think>``) of token sequences (``mask_think_tokens``).
 
 veRL coupling lives in :mod:`verl_resrl.integration`.
 """

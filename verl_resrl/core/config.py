@@ -51,6 +51,18 @@ class ResRLConfig:
         dump_dir: a debugging switch, off (``None``) by default: when set, the driver writes
             ``<dump_dir>/step_<N>.pt`` at every training step, holding every response's token ids, uid,
             positivity and residuals (see :mod:`verl_resrl.integration.dump`), to audit the residuals offline.
+        mask_think_tokens: off by default. When on, tokens inside reasoning spans (``<think>`` ... ``</think>``,
+            both tags included; see :mod:`verl_resrl.core.think`) take no part in the subspace: they are removed
+            from the positive tokens before the ``min_pos_tokens`` check and the SVD, and negative tokens inside
+            spans get no residual, so they stay out of the quantiles and keep weight 1 (the full GRPO penalty).
+            Positive responses are still scaled by ``pos_weight`` and the loss mask is unchanged. A span opened
+            by the prompt (a chat template ending with ``<think>``) covers the response from its first token; an
+            unclosed span ends with the response. Unlike the option of the authors' reference implementation,
+            the span is aligned to the response tokens themselves (not shifted by one) and the tag ids come from
+            the run's tokenizer (docs/think_tokens.md).
+        think_token_ids: ``[open_id, close_id]``, the ids of ``<think>`` and ``</think>``; ``None`` (default)
+            reads them from the run's tokenizer, which must then have both as single tokens. Only with
+            ``mask_think_tokens``.
     """
 
     rank: int = 64
@@ -72,6 +84,8 @@ class ResRLConfig:
     adv_epsilon: float = 1e-6
     weights: str = "residual"
     dump_dir: str | None = None
+    mask_think_tokens: bool = False
+    think_token_ids: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         _int("rank", self.rank, low=1)
@@ -96,6 +110,17 @@ class ResRLConfig:
         _choice("weights", self.weights, WEIGHT_MODES)
         if self.dump_dir is not None and (not isinstance(self.dump_dir, str) or not self.dump_dir.strip()):
             raise ValueError(f"resrl.dump_dir must be a directory path (or null: no dump), got {self.dump_dir!r}")
+        if not isinstance(self.mask_think_tokens, bool):
+            raise ValueError(f"resrl.mask_think_tokens must be true or false, got {self.mask_think_tokens!r}")
+        if self.think_token_ids is not None:
+            ids = self.think_token_ids
+            if (isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__") or len(ids) != 2
+                    or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids) or ids[0] == ids[1]):
+                raise ValueError("resrl.think_token_ids must be [open_id, close_id], two distinct token ids >= 0 "
+                                 f"(the ids of <think> and </think>), got {ids!r}")
+            if not self.mask_think_tokens:
+                raise ValueError(f"resrl.think_token_ids={list(ids)} is only used with resrl.mask_think_tokens=true")
+            object.__setattr__(self, "think_token_ids", (int(ids[0]), int(ids[1])))
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> ResRLConfig:

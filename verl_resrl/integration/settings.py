@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Any
 
 from verl_resrl.core.config import ResRLConfig
+from verl_resrl.core.think import check_think_token_ids, think_token_ids_of
 
 ESTIMATOR = "resrl"
 SUPPORTED_VERL = ((0, 9, 1), (0, 10, 0))  # [low, high)
@@ -21,6 +24,17 @@ def uses_resrl(config: Any) -> bool:
 def resrl_config(algorithm: Any) -> ResRLConfig:
     """``ResRLConfig`` from ``algorithm.resrl`` (absent: the defaults)."""
     return ResRLConfig.from_dict(_get(algorithm, "resrl", None))
+
+
+def with_think_token_ids(settings: ResRLConfig, tokenizer: Any) -> ResRLConfig:
+    """``settings`` with ``think_token_ids`` read from the run's tokenizer (or the explicit ids checked against
+    its vocabulary) when ``mask_think_tokens`` is on; ``settings`` itself otherwise."""
+    if not settings.mask_think_tokens:
+        return settings
+    if settings.think_token_ids is not None:
+        check_think_token_ids(settings.think_token_ids, len(tokenizer))
+        return settings
+    return dataclasses.replace(settings, think_token_ids=think_token_ids_of(tokenizer))
 
 
 def check_config(config: Any) -> ResRLConfig:
@@ -69,7 +83,21 @@ def check_config(config: Any) -> ResRLConfig:
             f"data.train_batch_size={batch_size} must be a multiple of the actor's data-parallel size {dp} "
             "(trainer.n_gpus_per_node x trainer.nnodes / actor ulysses_sequence_parallel_size)"
         )
+    if settings.mask_think_tokens:
+        _check_think_tokens(settings, _get(_get(config, "actor_rollout_ref"), "model"))
     return settings
+
+
+def _check_think_tokens(settings: ResRLConfig, model: Any) -> None:
+    """Pre-flight: the tokenizer of a local model directory has the think tags (the trainer resolves the ids
+    from its own tokenizer again; a remote path is only checked there)."""
+    path = _get(model, "tokenizer_path", None) or _get(model, "path", None)
+    if not path or not os.path.isdir(str(path)):
+        return
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=bool(_get(model, "trust_remote_code", False)))
+    with_think_token_ids(settings, tokenizer)
 
 
 def data_parallel_size(config: Any) -> int:

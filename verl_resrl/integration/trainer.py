@@ -21,13 +21,24 @@ from verl_resrl.core.groups import group_index
 from verl_resrl.integration.advantage import FIELDS, TOKEN_FIELDS, pending_inputs
 from verl_resrl.integration.dump import write_step_dump
 from verl_resrl.integration.patching import when_imported, wrap
-from verl_resrl.integration.settings import resrl_config, uses_resrl
+from verl_resrl.integration.settings import resrl_config, uses_resrl, with_think_token_ids
 from verl_resrl.core.partition import group_balanced_partition
 
 logger = logging.getLogger(__name__)
 
 REQUEST_KEY = "resrl"  # non-tensor key carrying the settings to the actor; its presence arms the capture
 TAG_FIELDS = ("resrl_group", "resrl_positive")
+
+
+def _settings(trainer):
+    """The run's ResRL settings with the think tag ids resolved from the trainer's tokenizer (once per trainer)."""
+    settings = resrl_config(trainer.config.algorithm)
+    if not settings.mask_think_tokens:
+        return settings
+    resolved = getattr(trainer, "_resrl_settings", None)
+    if resolved is None:
+        resolved = trainer._resrl_settings = with_think_token_ids(settings, trainer.tokenizer)
+    return resolved
 
 
 def _sample_tags(uids, scores, response_mask, algorithm) -> dict[str, torch.Tensor]:
@@ -85,7 +96,7 @@ def _v1_compute_old_log_prob(original):
 
         batch = tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
                                 fields=TensorDict(tags, batch_size=len(uids)))
-        batch.extra_info[REQUEST_KEY] = resrl_config(self.config.algorithm).to_dict()
+        batch.extra_info[REQUEST_KEY] = _settings(self).to_dict()
         try:
             output = original(self, batch, metrics)
         finally:
@@ -104,7 +115,7 @@ def _v1_compute_advantage(original):
 
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=list(FIELDS))
         padded = data.to_padded_tensor()
-        settings = resrl_config(self.config.algorithm)
+        settings = _settings(self)
         if settings.dump_dir is not None:
             _v1_dump(tq, batch, padded, self.global_steps, settings)
         token = pending_inputs.set({k: padded[k] for k in FIELDS})
@@ -151,7 +162,7 @@ def _legacy_compute_old_log_prob(original):
         tags = _sample_tags(uids, scores, batch.batch["response_mask"], self.config.algorithm)
         for key, value in tags.items():
             batch.batch[key] = value
-        batch.meta_info[REQUEST_KEY] = resrl_config(self.config.algorithm).to_dict()
+        batch.meta_info[REQUEST_KEY] = _settings(self).to_dict()
 
         worker_group = self.actor_rollout_wg
         call = worker_group.compute_log_prob
@@ -174,7 +185,7 @@ def _legacy_compute_old_log_prob(original):
         fields = actor_fields(outputs[-1], width)
         for key, value in fields.items():
             old_log_prob.batch[key] = value
-        settings = resrl_config(self.config.algorithm)
+        settings = _settings(self)
         if settings.dump_dir is not None:
             _legacy_dump(batch, fields, self.global_steps, settings)
         return old_log_prob, mfu

@@ -28,6 +28,7 @@ from verl_resrl.core.config import ResRLConfig
 from verl_resrl.integration.patching import when_imported, wrap
 from verl_resrl.integration.trainer import REQUEST_KEY
 from verl_resrl.core.streaming import StreamingGroupResiduals
+from verl_resrl.core.think import response_think_masks
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,19 @@ def _response_masks(data) -> list[torch.Tensor]:
     return [m[:n].bool() for m, n in zip(mask, _response_lengths(data).tolist())]
 
 
+def _think_masks(data, config: ResRLConfig) -> list[torch.Tensor]:
+    """Per-sample ``(response_length,)`` bool masks of the response tokens in reasoning spans."""
+    if config.think_token_ids is None:
+        raise RuntimeError("ResRL: mask_think_tokens is on but the actor's request names no think_token_ids "
+                           "(the driver resolves them from the tokenizer)")
+    ids = data["input_ids"]
+    sequences = list(ids.unbind()) if ids.is_nested else None
+    if sequences is None:
+        raise RuntimeError("ResRL: mask_think_tokens needs the nested (unpadded) input_ids of the old-log-prob "
+                           "request")
+    return response_think_masks(sequences, _response_lengths(data).tolist(), *config.think_token_ids)
+
+
 def _non_tensor(data, key, default=None):
     return verl_internals.resolve("tu.get_non_tensor_data")(data=data, key=key, default=default)
 
@@ -97,8 +111,11 @@ def _open_session(engine, data, config: ResRLConfig) -> _Session:
     for key in ("resrl_group", "resrl_positive"):
         if key not in data.keys():
             raise RuntimeError(f"ResRL: the actor's old-log-prob request has no '{key}' field")
+    masks = _response_masks(data)
+    if config.mask_think_tokens:  # think tokens take no part in the subspace and get no residual
+        masks = [m & ~t.to(m.device) for m, t in zip(masks, _think_masks(data, config))]
     stream = StreamingGroupResiduals(data["resrl_group"].tolist(), data["resrl_positive"].bool(),
-                                     _response_lengths(data), config, masks=_response_masks(data))
+                                     _response_lengths(data), config, masks=masks)
     return _Session(engine, _capture_for(engine, config.hidden_layer), stream,
                     computes=bool(engine.is_mp_src_rank_with_outputs()))
 
