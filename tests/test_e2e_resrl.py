@@ -123,3 +123,57 @@ def test_grpo_is_unchanged_by_the_patches(assets, tmp_path, monkeypatch):
         assert runs["patched"][step]["response_length/mean"] == runs["disabled"][step]["response_length/mean"]
         for key in DETERMINISTIC:
             assert runs["patched"][step][key] == pytest.approx(runs["disabled"][step][key], rel=1e-5, abs=1e-6), key
+
+
+def thinking_tiny_model(assets, out_dir) -> str:
+    """The tiny model with ``<think>`` / ``</think>`` added to its tokenizer and a steady rate of both in its
+    samples (about one token in ten each): every embedding row gets a shared direction ``u`` (the tied LM head
+    then shifts all logits alike), the tags lean further along ``u``, so their logits stand out everywhere."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(assets.model_path)
+    model = AutoModelForCausalLM.from_pretrained(assets.model_path, dtype=torch.float32)
+    tokenizer.add_tokens(["<think>", "</think>"])
+    tags = tokenizer.convert_tokens_to_ids(["<think>", "</think>"])
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        embedding = model.get_input_embeddings().weight
+        u = torch.randn(embedding.shape[1], generator=generator)
+        embedding[tags] = embedding[torch.randint(0, tags[0], (2,), generator=generator)]
+        embedding += 0.5 * u / u.norm()
+        embedding[tags] += 0.25 * u / u.norm()
+    path = str(out_dir / "thinking_model")
+    tokenizer.save_pretrained(path)
+    model.save_pretrained(path)
+    return path
+
+
+def test_v1_mask_think_tokens(assets, tmp_path):
+    """``mask_think_tokens`` through main_ppo: the tag ids come from the run's tokenizer, the dump's residuals
+    leave every reasoning span out (checked against the spans found in the dumped ids) and equal the offline
+    recomputation with those spans masked."""
+    from transformers import AutoTokenizer
+
+    from dump_checks import think_masks
+
+    model_path = thinking_tiny_model(assets, tmp_path)
+    tags = tuple(AutoTokenizer.from_pretrained(model_path).convert_tokens_to_ids(["<think>", "</think>"]))
+    overrides = resrl_overrides(assets, tmp_path, extra=[f"actor_rollout_ref.model.path={model_path}",
+                                                         "+algorithm.resrl.mask_think_tokens=true"])
+    result = run_cpu_main_ppo(overrides, cwd=str(tmp_path))
+    assert result.returncode == 0, result.output[-6000:]
+    assert sorted(result.steps) == [1, 2], f"steps printed: {sorted(result.steps)}"
+    think_weighted = 0
+    for step in (1, 2):
+        m = result.steps[step]
+        assert m["actor/grad_norm"] > 0 and math.isfinite(m["actor/pg_loss"]), m
+        dump = torch.load(tmp_path / "dump" / f"step_{step}.pt")
+        assert dump["config"]["mask_think_tokens"] and tuple(dump["config"]["think_token_ids"]) == tags
+        computed = assert_every_negative_token_weighted(dump)  # spans from the dumped ids get no residual
+        assert m["resrl/computed_groups"] == computed, (m, computed)
+        for think, has, pos in zip(think_masks(dump), dump["has_residual"], dump["positive"].tolist()):
+            if has.any():  # a weighted negative response with a span: its tokens in and out of the span differ
+                think_weighted += int(think.any() and (~think).any())
+    assert think_weighted > 0, "no weighted negative response had a reasoning span"
+    assert_recomputed(model_path, torch.load(tmp_path / "dump" / "step_1.pt"))

@@ -266,3 +266,35 @@ def test_config_fields():
         ResRLConfig(think_token_ids=[1, 2])
     with pytest.raises(ValueError, match=r"resrl\.mask_think_tokens must be true or false"):
         ResRLConfig(mask_think_tokens="yes")
+
+
+def test_the_trainer_resolves_the_ids_once_and_only_when_asked(qwen3):
+    """Option off: the trainer's settings are exactly ``algorithm.resrl`` (the tokenizer is not read); on: the
+    tag ids of the trainer's tokenizer, resolved once."""
+    import types
+
+    from omegaconf import OmegaConf
+
+    from verl_resrl.integration.settings import resrl_config
+    from verl_resrl.integration.trainer import _settings
+
+    algorithm = OmegaConf.create({"resrl": {"rank": 8}})
+    off = types.SimpleNamespace(config=types.SimpleNamespace(algorithm=algorithm))  # no tokenizer at all
+    assert _settings(off) == resrl_config(algorithm) == ResRLConfig(rank=8)
+    assert not hasattr(off, "_resrl_settings")
+
+    calls = []
+
+    class Counting:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(qwen3, name)
+
+        def __len__(self):
+            return len(qwen3)
+
+    on = types.SimpleNamespace(config=types.SimpleNamespace(algorithm=OmegaConf.create(
+        {"resrl": {"mask_think_tokens": True}})), tokenizer=Counting())
+    assert _settings(on).think_token_ids == (OPEN, CLOSE)
+    first = len(calls)
+    assert _settings(on).think_token_ids == (OPEN, CLOSE) and len(calls) == first

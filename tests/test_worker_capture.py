@@ -6,6 +6,7 @@ the hook's output is cut into response states by :func:`verl_resrl.integration.w
 streamed into :class:`StreamingGroupResiduals`, exactly as in the FSDP engine.
 """
 
+import dataclasses
 import types
 
 import pytest
@@ -277,3 +278,36 @@ def test_legacy_and_nested_batches_give_the_same_residuals(model):
     for i in nested:
         assert torch.equal(legacy[i][1], nested[i][1])
         torch.testing.assert_close(legacy[i][0], nested[i][0], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_think_tokens_are_masked_out_of_the_stream(monkeypatch, legacy):
+    """``mask_think_tokens``: the stream's per-sample masks drop each response's reasoning spans, found in the
+    request's nested prompt + response ids (V1 and legacy requests alike); off, they are the response masks."""
+    from verl_resrl.core.think import response_think_masks
+    from verl_resrl.integration import worker
+
+    prompts, responses, uids, positive = make_rollouts(groups=3, n=3, seed=4)
+    open_id, close_id = 5, 6
+    prompts = [torch.cat([p, torch.tensor([open_id])]) if i % 2 else p for i, p in enumerate(prompts)]
+    responses = [torch.cat([r, torch.tensor([open_id, 9, close_id, 7])]) if i % 3 == 0 else r
+                 for i, r in enumerate(responses)]
+    idx = list(range(len(uids)))
+    data = (legacy_batch if legacy else rank_batch)(prompts, responses, idx, micro=3, dynamic=False)
+    data["resrl_group"] = torch.tensor([int(u.split("-")[1]) for u in uids])
+    data["resrl_positive"] = positive.long()
+    monkeypatch.setattr(worker, "_capture_for", lambda engine, layer: None)
+    engine = types.SimpleNamespace(is_mp_src_rank_with_outputs=lambda: True)
+
+    off = worker._open_session(engine, data, ResRLConfig(rank=4)).stream.masks
+    assert all(torch.equal(m, t) for m, t in zip(off, worker._response_masks(data)))
+
+    config = ResRLConfig(rank=4, mask_think_tokens=True, think_token_ids=(open_id, close_id))
+    on = worker._open_session(engine, data, config).stream.masks
+    think = response_think_masks([torch.cat([prompts[i], responses[i]]) for i in idx],
+                                 [len(r) for r in responses], open_id, close_id)
+    assert any(t.any() for t in think) and any(not t.all() for t in think)
+    for m, t, full in zip(on, think, worker._response_masks(data)):
+        assert torch.equal(m, full & ~t)
+    with pytest.raises(RuntimeError, match="names no think_token_ids"):
+        worker._open_session(engine, data, dataclasses.replace(config, think_token_ids=None))
