@@ -298,3 +298,15 @@ def test_the_trainer_resolves_the_ids_once_and_only_when_asked(qwen3):
     assert _settings(on).think_token_ids == (OPEN, CLOSE)
     first = len(calls)
     assert _settings(on).think_token_ids == (OPEN, CLOSE) and len(calls) == first
+
+
+def test_the_audit_masks_the_spans_it_finds_in_the_dumped_ids():
+    from verl_resrl.audit import think_masks
+
+    dump = {"input_ids": [torch.tensor([9, OPEN, 1, 2, CLOSE, 3]), torch.tensor([9, 1, OPEN, 2])],
+            "response_length": torch.tensor([4, 2])}
+    config = ResRLConfig(mask_think_tokens=True, think_token_ids=(OPEN, CLOSE))
+    assert think_masks(dump, config, 5).tolist() == [[True, True, True, False, False],
+                                                     [True, True, False, False, False]]
+    with pytest.raises(ValueError, match="no think_token_ids"):
+        think_masks(dump, dataclasses.replace(config, think_token_ids=None), 5)

@@ -1,7 +1,8 @@
 """Driver-side ResRL wiring in the V1 (``PPOTrainer``) and legacy (``RayPPOTrainer``) trainers.
 
 * ``_balance_batch``: whole prompt groups per data-parallel rank, shards balanced by workload;
-* ``_compute_old_log_prob``: tag samples with their group index and positivity, ask the actor for residuals,
+* ``_compute_old_log_prob``: tag samples with their group index and positivity, ask the actor for residuals
+  (with ``resrl.mask_think_tokens``, the settings sent carry the think tag ids of the trainer's tokenizer),
   and (legacy) keep the returned residual fields in the batch;
 * V1 ``_compute_advantage``: fetch the residual fields from TransferQueue for ``compute_advantage``;
 * with ``resrl.dump_dir`` set, write each step's residuals to disk (:mod:`verl_resrl.integration.dump`).

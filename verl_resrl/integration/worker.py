@@ -6,7 +6,9 @@ on the configured layer of the actor's model for the duration of the pass. ``pre
 FSDP engine is wrapped to turn each micro-batch's captured states into per-sample response states, exactly
 as veRL turns logits into log-probs (remove-padding packing, Ulysses gather, dynamic batch order), and to
 hand them to :class:`~verl_resrl.core.streaming.StreamingGroupResiduals`, which computes each group as soon as
-it is complete. The residuals are returned with the log-probs as nested per-sample tensors.
+it is complete. The residuals are returned with the log-probs as nested per-sample tensors. With
+``resrl.mask_think_tokens`` the stream's per-sample masks leave out the response tokens in reasoning spans,
+found in the request's prompt + response ids (:mod:`verl_resrl.core.think`).
 
 Under Ulysses every rank of a sequence-parallel group takes part in the gather of the states, but only the
 rank that returns the pass's outputs computes residuals. An error in this work (it depends on the data, so it
