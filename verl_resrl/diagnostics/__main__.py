@@ -24,20 +24,27 @@ from verl_resrl import ResRLConfig
 from verl_resrl.diagnostics import probe
 from verl_resrl.diagnostics.report import write_report
 from verl_resrl.diagnostics.tasks import load_task
+from verl_resrl.models.convert import CONVERTED_FROM
 
 
 def load_model(args):
-    """``(model, tokenizer, description)`` in float32, eager attention (forward-mode AD runs through it)."""
+    """``(model, tokenizer, description, identity)`` in float32, eager attention (forward-mode AD runs through it).
+
+    ``identity`` is the source GGUF's sha256 for a converted model (the same weights under any path), else the
+    model argument.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if args.smoke:
-        return smoke_model(args.seed) + ("tiny random Llama (smoke)",)
+        return smoke_model(args.seed) + ("tiny random Llama (smoke)", f"smoke-{args.seed}")
     from verl_resrl.models import prepare_model_dir
 
     directory = prepare_model_dir(args.gguf or args.model)
     tokenizer = AutoTokenizer.from_pretrained(directory)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, attn_implementation="eager")
-    return model, tokenizer, str(args.model or args.gguf)
+    source = Path(directory) / CONVERTED_FROM
+    identity = json.loads(source.read_text())["sha256"] if source.is_file() else str(args.model or args.gguf)
+    return model, tokenizer, str(args.model or args.gguf), identity
 
 
 def smoke_model(seed: int):
@@ -101,21 +108,23 @@ def run(args, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     task = load_task(args.task, args.data, args.level, args.seed)
     t0 = time.time()
-    model, tokenizer, description = load_model(args)
+    model, tokenizer, description, identity = load_model(args)
     model = model.to(args.device).eval()
     layers = probe.probe_layers(model, args.layers)
     probe.lm_head_weight(model)  # refuse a model without a usable LM head before sampling
     config = ResRLConfig()
-    meta = {"model": description, "task": task.name, "layers": layers, "n": args.n, "temperature": args.temperature,
+    meta = {"model": description, "model_id": identity, "task": task.name, "layers": layers, "n": args.n, "temperature": args.temperature,
             "max_new_tokens": args.max_new_tokens, "seed": args.seed, "device": args.device,
             "resrl_config": config.to_dict(), "parameters": sum(p.numel() for p in model.parameters())}
     meta_path = out / "run.json"
     if meta_path.is_file():
         cached = json.loads(meta_path.read_text())
-        changed = {k for k in ("model", "task", "n", "temperature", "max_new_tokens", "seed") if cached.get(k) != meta[k]}
+        changed = {k for k in ("model_id", "task", "n", "temperature", "max_new_tokens", "seed") if cached.get(k) != meta[k]}
         if changed:
             raise probe.ProbeError(f"{out} holds a probe with other settings ({', '.join(sorted(changed))}): "
                                    "use another --out")
+    if meta_path.is_file():
+        meta["model"] = cached["model"]  # the name the cache was made under, whichever path loads it now
     meta_path.write_text(json.dumps(meta, indent=1))
     log(f"[probe] {description} on {task.name}: layers {layers}, {meta['parameters'] / 1e6:.1f} M parameters, "
         f"loaded in {time.time() - t0:.0f} s", flush=True)
