@@ -1,7 +1,7 @@
 """Mechanism probe rows of BENCHMARKS.md §7: run each (model, task) probe and merge their summaries.
 
     python benchmarks/mechanism.py                 # run every row (resumes from the cached samples), then merge
-    python benchmarks/mechanism.py --rows smollm2  # one row
+    python benchmarks/mechanism.py --rows demo       # one row
     python benchmarks/mechanism.py --report-only   # merge what the rows' directories hold
 
 Each row is one ``python -m verl_resrl.diagnostics probe`` command (printed before it runs) writing to
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "mechanism"
 
 ROWS = {
-    "smollm2": ["--model", "smollm2-135m-instruct", "--task", "chain_sum", "--level", "t2d2"],
+    "smollm2_chain_sum": ["--model", "smollm2-135m-instruct", "--task", "chain_sum", "--level", "t2d2"],
     "qwen_coder": ["--model", "qwen2.5-coder-0.5b-instruct", "--task", "chain_sum", "--level", "t4d3",
                    "--prompts-per-batch", "8"],
     "demo": ["--model", "outputs/demo_policy", "--task", "demo", "--max-new-tokens", "64"],
