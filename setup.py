@@ -8,7 +8,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["verl_resrl", "verl_resrl.*"]),
-    package_data={"verl_resrl.demo": ["*.yaml"]},
+    # The quickstart's starting policy ships with the package (about 7 MB), so every machine starts from it.
+    package_data={"verl_resrl.demo": ["*.yaml", "starting_policy/*"]},
     install_requires=[
         "verl[verl-core]>=0.9.1,<0.10",
         "torch",
@@ -25,8 +26,8 @@ setup(
         # `flash-attn`: flash-attn 2.8.3, a source package whose build imports torch: install it after `gpu`, on a
         # CUDA machine, with `pip install --no-build-isolation`.
         "flash-attn": ["verl[flash-attn-cu130torch211]==0.9.1"],
-        # The CPU demo's starting policy is built from a seed: its weights (and so every committed demo result,
-        # benchmarks/results/learning/) depend on the transformers / tokenizers versions that build it.
+        # The CPU demo's starting policies are built from a seed: their weights (the packaged one and the learning
+        # study's, benchmarks/results/learning/) depend on the transformers / tokenizers versions that build them.
         "demo": ["transformers==5.10.4", "tokenizers==0.22.2", "matplotlib"],
         "test": ["pytest", "transformers==5.10.4", "tokenizers==0.22.2", "matplotlib"],  # = demo + pytest
     },

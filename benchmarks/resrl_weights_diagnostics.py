@@ -30,7 +30,6 @@ from verl_resrl import (ResRLConfig, compute_residuals, grpo_outcome_advantage, 
                         resrl_advantages)
 from verl_resrl.demo import task as demo_task
 from verl_resrl.demo.evaluate_policy import prompt_ids
-from verl_resrl.demo.policy import N_TRAIN_PROBLEMS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +98,7 @@ def main(argv=None) -> dict:
 
     model = AutoModelForCausalLM.from_pretrained(args.policy_dir, attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(args.policy_dir)
-    problems = demo_task.generate(N_TRAIN_PROBLEMS, demo_task.TRAIN_SEED)[: args.prompts]
+    problems = demo_task.generate(demo_task.N_TRAIN_PROBLEMS, demo_task.TRAIN_SEED)[: args.prompts]
     samples = sample(model, tokenizer, problems, args.n, args.seed)
     group_of = [b // args.n for b in range(len(samples))]
     hidden, mask = response_states(model, samples, args.hidden_layer)

@@ -1,5 +1,6 @@
 """The demo's starting policy: tokenizer, model, a 2-step warm-up, manifest + checksums, evaluation metrics."""
 
+import dataclasses
 import json
 
 import pytest
@@ -128,3 +129,55 @@ def test_resrl_weights_diagnostics_shared_prefix():
     samples = [([0], [5, 6, 7, 2], 1.0), ([0], [5, 6, 9, 2], 0.0), ([0], [8, 2], 0.0),  # group 0
                ([0], [5, 6, 7, 2], 0.0), ([0], [5, 6, 7, 2], 0.0)]  # group 1: no correct response
     assert diag.shared_prefix_lengths(samples, [0, 0, 0, 1, 1]) == [0, 2, 0, 0, 0]
+
+
+# --- the packaged starting policy ---------------------------------------------------------------------------
+
+def test_packaged_policy_verifies_and_is_the_default_build():
+    path, manifest = policy.starting_policy()
+    assert path == policy.STARTING_POLICY_DIR
+    assert manifest["sha256"]["model.safetensors"] == policy.STARTING_POLICY_SHA256
+    # what build_policy() writes with the default settings (so it reproduces it, on a CPU that sums alike)
+    assert manifest["config"] == json.loads(json.dumps(dataclasses.asdict(policy.PolicyConfig())))
+    assert manifest["version"] == policy.MANIFEST_VERSION and manifest["reached_target"]
+
+
+def test_packaged_policy_is_package_data():
+    import ast
+    import fnmatch
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    call = next(n for n in ast.walk(ast.parse((root / "setup.py").read_text()))
+                if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+    globs = ast.literal_eval(next(k.value for k in call.keywords if k.arg == "package_data"))["verl_resrl.demo"]
+    demo = root / "verl_resrl" / "demo"
+    shipped = [p.relative_to(demo).as_posix() for p in policy.STARTING_POLICY_DIR.iterdir()]
+    assert shipped and all(any(fnmatch.fnmatch(name, g) for g in globs) for name in shipped)
+
+
+def test_packaged_policy_copy_and_damage(tmp_path):
+    import shutil
+
+    path, manifest = policy.starting_policy(tmp_path / "copy")
+    assert path == tmp_path / "copy" and policy.verify_policy(path)["sha256"] == manifest["sha256"]
+    damaged = tmp_path / "damaged"
+    shutil.copytree(policy.STARTING_POLICY_DIR, damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    with pytest.raises(policy.StartingPolicyError, match="sha256.*reinstall the package"):
+        policy.starting_policy(source=damaged)
+    with pytest.raises(policy.StartingPolicyError, match="expected"):
+        policy.starting_policy(source=policy.STARTING_POLICY_DIR, expected_sha256="0" * 64)
+    (damaged / "manifest.json").unlink()
+    with pytest.raises(policy.StartingPolicyError, match="missing"):
+        policy.starting_policy(source=damaged)
+
+
+def test_the_evaluation_does_not_import_the_policy_module():
+    import subprocess
+    import sys
+
+    code = ("import sys, verl_resrl.demo.evaluate_policy, verl_resrl.demo.rl; "
+            "sys.exit('verl_resrl.demo.policy' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

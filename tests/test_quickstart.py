@@ -51,3 +51,56 @@ def test_bad_settings_fail_before_anything_is_built(argv, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         quickstart.main([*argv, "--out-dir", str(tmp_path)])
     assert not any(tmp_path.iterdir())
+
+
+def _stop_before_training(monkeypatch, tmp_path):
+    """quickstart.main up to the RL run: the evaluation is faked and main_ppo 'fails' at once."""
+    import types
+
+    evaluated = []
+
+    def fake_evaluate(model_dir, **kwargs):
+        evaluated.append((model_dir, kwargs))
+        return {"k": kwargs["k"], "problems": kwargs["n_test"], "seed": kwargs["seed"]}
+
+    log = tmp_path / "train.log"
+    log.write_text("stopped\n")
+    monkeypatch.setattr(quickstart, "evaluate_model_dir", fake_evaluate)
+    monkeypatch.setattr(quickstart, "write_data", lambda *a, **k: ("/t.parquet", "/v.parquet"))
+    monkeypatch.setattr(quickstart, "train", lambda *a, **k: types.SimpleNamespace(returncode=1, log_path=log))
+    return evaluated
+
+
+def test_the_quickstart_starts_from_the_packaged_policy(monkeypatch, tmp_path):
+    import json
+
+    from verl_resrl.demo import policy
+
+    evaluated = _stop_before_training(monkeypatch, tmp_path)
+    monkeypatch.setattr(quickstart, "build_policy", lambda *a, **k: pytest.fail("the quickstart built a policy"))
+    out = tmp_path / "out"
+    assert quickstart.main(["--out-dir", str(out), "--seed", "3"]) == 1
+    assert policy.verify_policy(out / "policy")["sha256"]["model.safetensors"] == policy.STARTING_POLICY_SHA256
+    before = json.loads((out / "before.json").read_text())
+    assert before["policy_sha256"] == policy.STARTING_POLICY_SHA256
+    assert evaluated[0][1]["seed"] == 0  # the RL seed does not change the evaluation's samples
+    # another RL seed in the same directory reuses the "before" evaluation
+    assert quickstart.main(["--out-dir", str(out), "--seed", "4"]) == 1
+    assert len(evaluated) == 1
+
+
+def test_build_policy_builds_on_this_machine(monkeypatch, tmp_path):
+    from verl_resrl.demo import policy
+
+    _stop_before_training(monkeypatch, tmp_path)
+    built = []
+
+    def fake_build(out_dir, config, log=print):
+        built.append(out_dir)
+        out_dir.mkdir(parents=True)
+        return {"sha256": {"model.safetensors": "f" * 64}}
+
+    monkeypatch.setattr(quickstart, "build_policy", fake_build)
+    monkeypatch.setattr(quickstart, "starting_policy", lambda *a, **k: pytest.fail("used the packaged policy"))
+    assert quickstart.main(["--out-dir", str(tmp_path / "out"), "--build-policy"]) == 1
+    assert built == [(tmp_path / "out").resolve() / "policy"] and policy.PolicyConfig() is not None

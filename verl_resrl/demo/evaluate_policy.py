@@ -126,9 +126,7 @@ def evaluate_model_dir(model_dir, problems=None, k: int = 16, temperature: float
 
 def held_out(n_test: int = 128):
     """The held-out problems used for evaluation (the task's test split, disjoint from the training split)."""
-    from verl_resrl.demo.policy import N_TRAIN_PROBLEMS
-
-    return demo_task.splits(N_TRAIN_PROBLEMS, n_test)[1]
+    return demo_task.splits(demo_task.N_TRAIN_PROBLEMS, n_test)[1]
 
 
 def summary_row(name: str, metrics: dict, ks=(1, 4, 16)) -> str:

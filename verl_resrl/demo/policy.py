@@ -1,19 +1,24 @@
 """The demo's starting policy: a task-sized tokenizer, a small Qwen2, and a short supervised warm-up.
 
-``build_policy(out_dir)`` writes a Hugging Face model directory (``save_pretrained``: config, safetensors
-weights, tokenizer with a ChatML chat template, generation config) and ``manifest.json`` with the build
-settings, the warm-up trace, the sha256 of every file of the directory and the wall time. The warm-up trains
-on the task's chain-of-thought targets (loss on response tokens only) and stops as soon as the sampled pass@1
-(temperature 1.0) on a dev split (disjoint from the held-out evaluation problems) reaches ``target_pass1``: a
-policy that solves some problems and has room to learn. Everything is seeded, uses 1 torch thread and
-``torch.use_deterministic_algorithms(True)``, so a rebuild on the same machine gives the same weights (the
-checksum in the manifest tells). The weights also depend on the torch/transformers versions and on the CPU's
-instruction set, which decides the floating-point summation order of the kernels: on one machine, seven settings
-of ``ATEN_CPU_CAPABILITY`` / ``MKL_CBWR`` gave five different policies, warmed up in 600 to 1,000 steps. The
-manifest records the versions and the CPU (``platform``); anything that must start from the same weights on
-another machine copies the directory instead of rebuilding it (the learning study keeps its policy beside its
-results).
+The quickstart starts from the policy that ships with the package (``starting_policy/``: safetensors weights,
+tokenizer, ``manifest.json``). :func:`starting_policy` checks every file against the manifest and the weights
+against :data:`STARTING_POLICY_SHA256` before anything uses it, so every machine starts from the same weights.
 
+``build_policy(out_dir)`` is how that policy was made, kept to reproduce it or to build another one. It writes a
+Hugging Face model directory (``save_pretrained``: config, safetensors weights, tokenizer with a ChatML chat
+template, generation config) and ``manifest.json`` with the build settings, the warm-up trace, the sha256 of every
+file of the directory and the wall time. The warm-up trains on the task's chain-of-thought targets (loss on
+response tokens only) and stops as soon as the sampled pass@1 (temperature 1.0) on a dev split (disjoint from the
+held-out evaluation problems) reaches ``target_pass1``: a policy that solves some problems and has room to learn.
+Everything is seeded, uses 1 torch thread and ``torch.use_deterministic_algorithms(True)``, so a rebuild on the
+same machine gives the same weights (the checksum in the manifest tells). The weights also depend on the
+torch/transformers versions and on the CPU's instruction set, which decides the floating-point summation order of
+the kernels: on one machine, seven settings of ``ATEN_CPU_CAPABILITY`` / ``MKL_CBWR`` gave five different
+policies, warmed up in 600 to 1,000 steps. The manifest records the versions and the CPU (``platform``). The
+packaged policy is the default build (``PolicyConfig()``) on a Sapphire Rapids CPU with torch 2.13 and
+transformers 5.10.4 (800 warm-up steps); a rebuild elsewhere is a different policy.
+
+    python -m verl_resrl.demo.policy --verify-packaged      # check the packaged policy
     python -m verl_resrl.demo.policy OUT_DIR [--force]      # build (or reuse when the manifest verifies)
     python -m verl_resrl.demo.policy OUT_DIR --verify       # check the files against the manifest
 """
@@ -24,18 +29,23 @@ import argparse
 import hashlib
 import json
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from verl_resrl.cpu.tiny_assets import EOS, PAD, build_bpe_tokenizer
 from verl_resrl.demo import task as demo_task
-
-N_TRAIN_PROBLEMS = 4096  # the training split (warm-up and RL prompts); the held-out split excludes it
+from verl_resrl.demo.evaluate_policy import prompt_ids, sample_completions, score_completions
+from verl_resrl.demo.task import N_TRAIN_PROBLEMS
 N_DEV_PROBLEMS = 64
 DEV_SEED = 3
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
+
+# The policy shipped with the package (package data), and the sha256 of its weights.
+STARTING_POLICY_DIR = Path(__file__).resolve().with_name("starting_policy")
+STARTING_POLICY_SHA256 = "ca9d4e95a1fa6276e2639556cc188e9144a490d2e79d8be0a84fdf88b3e0b405"
 
 
 @dataclass(frozen=True)
@@ -104,8 +114,6 @@ def build_model(config: PolicyConfig, tokenizer):
 
 def encode_examples(tokenizer, problems) -> list[tuple[list[int], int]]:
     """(prompt + solution + EOS token ids, prompt length) per problem; the prompt as veRL's rollout builds it."""
-    from verl_resrl.demo.evaluate_policy import prompt_ids
-
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
     out = []
     for ids, p in zip(prompt_ids(tokenizer, problems), problems):
@@ -134,8 +142,6 @@ def warm_up(model, tokenizer, config: PolicyConfig, train_problems, dev_problems
     Returns the trace: one entry per dev evaluation (step, loss, dev pass@1, seconds).
     """
     import torch
-
-    from verl_resrl.demo.evaluate_policy import sample_completions, score_completions
 
     examples = encode_examples(tokenizer, train_problems)
     pad_id = tokenizer.pad_token_id
@@ -202,6 +208,38 @@ def verify_policy(model_dir) -> dict:
         if actual != expected:
             raise ValueError(f"{path}: sha256 {actual} != {expected} recorded in {manifest_path}")
     return manifest
+
+
+class StartingPolicyError(RuntimeError):
+    """The packaged starting policy is missing or does not match its checksums."""
+
+
+def starting_policy(dest=None, source=STARTING_POLICY_DIR,
+                    expected_sha256: str = STARTING_POLICY_SHA256) -> tuple[Path, dict]:
+    """The packaged starting policy's directory and manifest, after checking every file's sha256 and the weights'.
+
+    With ``dest``, the files are copied there (replacing what is there) and the copy is checked too; the returned
+    directory is then ``dest``. Raises :class:`StartingPolicyError` naming the fix when a check fails.
+    """
+    source = Path(source)
+    try:
+        manifest = verify_policy(source)
+        weights = manifest["sha256"].get("model.safetensors")
+        if weights != expected_sha256:
+            raise ValueError(f"manifest records weights sha256 {weights}, expected {expected_sha256}")
+        if dest is not None:
+            dest = Path(dest)
+            dest.mkdir(parents=True, exist_ok=True)
+            for name in [*manifest["sha256"], MANIFEST]:
+                shutil.copyfile(source / name, dest / name)
+            manifest = verify_policy(dest)
+    except (OSError, ValueError, KeyError) as err:
+        raise StartingPolicyError(
+            f"starting policy check failed: {err}. The packaged policy ({source}) is incomplete or altered: "
+            f"reinstall the package (pip install --force-reinstall --no-deps verl-resrl, or in a checkout "
+            f"git checkout -- verl_resrl/demo/starting_policy), or build a policy on this machine with python -m "
+            f"verl_resrl.demo.policy OUT_DIR (another CPU gives other weights, so other numbers)") from err
+    return (dest if dest is not None else source), manifest
 
 
 def _versions() -> dict[str, str]:
@@ -291,12 +329,19 @@ def build_policy(out_dir, config: PolicyConfig = PolicyConfig(), force: bool = F
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build or verify the demo's starting policy.")
-    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("out_dir", type=Path, nargs="?")
+    parser.add_argument("--verify-packaged", action="store_true", help="check the policy shipped with the package")
     parser.add_argument("--force", action="store_true", help="rebuild even if a verified build exists")
     parser.add_argument("--verify", action="store_true", help="only check the files against the manifest")
     parser.add_argument("--target-pass1", type=float, default=PolicyConfig.target_pass1)
     parser.add_argument("--max-steps", type=int, default=PolicyConfig.max_steps)
     args = parser.parse_args(argv)
+    if args.verify_packaged:
+        path, manifest = starting_policy()
+        print(f"{path}: {len(manifest['sha256'])} files verified, weights sha256 {STARTING_POLICY_SHA256}")
+        return
+    if args.out_dir is None:
+        parser.error("OUT_DIR is required unless --verify-packaged")
     if args.verify:
         manifest = verify_policy(args.out_dir)
         print(f"{args.out_dir}: {len(manifest['sha256'])} files verified")

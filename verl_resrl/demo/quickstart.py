@@ -1,7 +1,13 @@
-"""The quickstart demo: build (or reuse) the starting policy, train it with ResRL through veRL's real
-``main_ppo`` on CPU, and compare pass@k on the held-out problems before and after.
+"""The quickstart demo: take the packaged starting policy, train it with ResRL through veRL's real ``main_ppo``
+on CPU, and compare pass@k on the held-out problems before and after.
 
-    python -m verl_resrl.demo.quickstart [--out-dir outputs/quickstart] [--steps 30] [--estimator resrl]
+    python -m verl_resrl.demo.quickstart [--out-dir outputs/quickstart] [--steps 30] [--estimator resrl] [--seed 0]
+
+The starting policy is the one shipped with the package (:func:`verl_resrl.demo.policy.starting_policy`, its
+sha256 checked), so the "before" row is computed from the same weights on every machine. ``--build-policy``
+builds one on this machine instead (its weights depend on the CPU). ``--seed`` seeds the RL run (data order,
+rollouts, ResRL's subspaces); the evaluation's sampling seed is ``--eval-seed``, fixed by default, so runs with
+different ``--seed`` share their "before" row.
 
 The training configuration is the one the learning study (``benchmarks/learning.py``, BENCHMARKS.md section 1)
 selected for ResRL on this task: lr 3e-5 with 4 mini-batch updates per step (the paper's ratio) and correct
@@ -9,9 +15,10 @@ responses' advantages unscaled (lambda = 1.0; ``--pos-weight 0.1`` is the paper'
 worse at this scale). The other estimators get the same lr and mini-batches, so ``--estimator grpo`` is a fair
 comparison.
 
-Writes ``OUT/policy`` (starting policy + manifest), ``OUT/data`` (parquet), ``OUT/run_<estimator>/train.log``
-(the whole veRL output) and its checkpoints, ``OUT/before.json`` / ``OUT/after_<estimator>.json`` and
-``OUT/summary.md``.
+Writes ``OUT/policy`` (a copy of the starting policy + manifest), ``OUT/data`` (parquet),
+``OUT/run_<estimator>/train.log`` (the whole veRL output) and its checkpoints, ``OUT/before.json`` /
+``OUT/after_<estimator>.json`` and ``OUT/summary.md``. A second run in the same ``--out-dir`` trains from the
+start again (no resume) and replaces the first run's results; use one ``--out-dir`` per seed to keep each.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from pathlib import Path
 
 from verl_resrl.core.config import ResRLConfig
 from verl_resrl.demo.evaluate_policy import BATCH_PROMPTS_128, evaluate_model_dir, summary_table
-from verl_resrl.demo.policy import PolicyConfig, build_policy
+from verl_resrl.demo.policy import PolicyConfig, build_policy, starting_policy
 from verl_resrl.demo.rl import ESTIMATORS, RLSettings, demo_overrides, hf_checkpoint, train, write_data
 
 # The learning study's selected ResRL configuration (dev split): see the module docstring.
@@ -56,7 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="ResRL's lambda on correct responses' advantages (the paper's default is 0.1)")
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--n-test", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the RL run's seed")
+    parser.add_argument("--eval-seed", type=int, default=0, help="the evaluations' sampling seed")
+    parser.add_argument("--build-policy", action="store_true",
+                        help="build the starting policy on this machine instead of using the packaged one")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed for the RL run")
     parser.add_argument("--verbose", action="store_true", help="echo veRL's whole output, not one line per step")
     return parser.parse_args(argv)
@@ -69,16 +79,21 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
 
     print(f"== 1/4 starting policy ({out / 'policy'})", flush=True)
-    manifest = build_policy(out / "policy", PolicyConfig(), log=lambda m: print(m, flush=True))
+    if args.build_policy:
+        manifest = build_policy(out / "policy", PolicyConfig(), log=lambda m: print(m, flush=True))
+    else:
+        _, manifest = starting_policy(out / "policy")
     policy_sha = manifest["sha256"]["model.safetensors"]
+    print(f"   {'built here' if args.build_policy else 'packaged, checksums verified'}: weights sha256 {policy_sha}",
+          flush=True)
     train_file, val_file = write_data(out / "data", n_test=args.n_test)
 
     print(f"== 2/4 evaluating the starting policy: {args.k} samples x {args.n_test} held-out problems", flush=True)
     before_path = out / "before.json"
     before = json.loads(before_path.read_text()) if before_path.is_file() else {}
     if (before.get("policy_sha256"), before.get("k"), before.get("problems"), before.get("seed"),
-            before.get("batch_prompts")) != (policy_sha, args.k, args.n_test, args.seed, EVAL_BATCH_PROMPTS):
-        before = evaluate_model_dir(out / "policy", k=args.k, n_test=args.n_test, seed=args.seed,
+            before.get("batch_prompts")) != (policy_sha, args.k, args.n_test, args.eval_seed, EVAL_BATCH_PROMPTS):
+        before = evaluate_model_dir(out / "policy", k=args.k, n_test=args.n_test, seed=args.eval_seed,
                                     batch_prompts=EVAL_BATCH_PROMPTS)
         before.update(policy_sha256=policy_sha, batch_prompts=EVAL_BATCH_PROMPTS)
         before_path.write_text(json.dumps(before, indent=1))
@@ -99,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     step_times = [m["timing_s/step"] for s, m in sorted(result.steps.items()) if s > 1 and "timing_s/step" in m]
 
     print("== 4/4 evaluating the trained policy", flush=True)
-    after = evaluate_model_dir(hf_checkpoint(run_dir, args.steps), k=args.k, n_test=args.n_test, seed=args.seed,
+    after = evaluate_model_dir(hf_checkpoint(run_dir, args.steps), k=args.k, n_test=args.n_test, seed=args.eval_seed,
                                batch_prompts=EVAL_BATCH_PROMPTS)
+    after.update(policy_sha256=policy_sha, rl_seed=args.seed, steps=args.steps, estimator=args.estimator,
+                 train_seconds=round(result.seconds, 1), batch_prompts=EVAL_BATCH_PROMPTS)
     (out / f"after_{args.estimator}.json").write_text(json.dumps(after, indent=1))
 
     table = summary_table({"before (starting policy)": before, f"after {args.steps} {args.estimator} steps": after})
@@ -110,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         table,
         "",
+        f"Starting policy: weights sha256 {policy_sha[:12]}… ({'built here' if args.build_policy else 'packaged'}); "
+        f"RL seed {args.seed}, evaluation seed {args.eval_seed}.",
         f"RL run: {result.seconds:.0f} s wall ({args.steps} steps"
         + (f", median {sorted(step_times)[len(step_times) // 2]:.2f} s/step after the first" if step_times else "")
         + f"); total {time.time() - start:.0f} s.",

@@ -47,11 +47,9 @@ class RLSettings:
 
 def write_data(data_dir, n_test: int = 128) -> tuple[str, str]:
     """The task's training split (the warm-up's problems) and held-out split as veRL parquet files."""
-    from verl_resrl.demo.policy import N_TRAIN_PROBLEMS
-
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    train, test = demo_task.splits(N_TRAIN_PROBLEMS, n_test)
+    train, test = demo_task.splits(demo_task.N_TRAIN_PROBLEMS, n_test)
     return (demo_task.write_parquet(train, data_dir / "train.parquet", "train"),
             demo_task.write_parquet(test, data_dir / "test.parquet", "test"))
 

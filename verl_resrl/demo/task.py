@@ -27,6 +27,8 @@ MAX_OPERAND = 49
 MAX_RESPONSE_CHARS = 400
 # Seeds of the splits; the held-out split excludes every expression of the training split.
 TRAIN_SEED, TEST_SEED = 1, 2
+# Size of the training split (the policy's warm-up and the RL prompts); the held-out split excludes all of it.
+N_TRAIN_PROBLEMS = 4096
 
 
 @dataclass(frozen=True)
