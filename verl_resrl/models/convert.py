@@ -13,8 +13,12 @@ What a converted directory holds, beyond ``save_pretrained``:
 * the end-of-turn token of the chat template as the tokenizer's ``eos_token`` and first in
   ``generation_config.eos_token_id`` (the GGUF tokenizers of ChatML models name ``<|im_start|>`` or
   ``<|endoftext|>`` as eos, so generation would run past the assistant's ``<|im_end|>``), and a ``pad_token``
-  distinct from it;
-* ``converted_from.json``: the source file name, size and sha256.
+  distinct from it; ``config.json`` names the same ``eos_token_id`` and ``pad_token_id`` (the GGUF gives the
+  config eos as its pad, and transformers builds the input embedding with ``padding_idx = config.pad_token_id``,
+  whose row never receives a gradient: a trainer loading the directory as it is would never update the
+  end-of-turn token's input embedding);
+* ``converted_from.json``: the source file name, size and sha256, and the converter's ``format``; a directory
+  is reused only when both match.
 
 Known assets (registry packages carrying a GGUF, ``ASSETS`` below) are located without importing them, and
 their sha256 is checked before anything is converted.
@@ -30,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CONVERTED_FROM = "converted_from.json"
+FORMAT = 2  # bumped whenever what a converted directory holds changes: older directories are converted again
 DEFAULT_CACHE = Path(os.environ.get("VERL_RESRL_MODEL_CACHE", Path.home() / ".cache" / "verl_resrl" / "models"))
 # ChatML's end of turn; SmolLM2 and Qwen2.5 both end assistant turns with it.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>")
@@ -122,10 +127,12 @@ def convert_gguf(gguf: Path | str, out_dir: Path | str, expected_sha256: str | N
     digest = sha256_of(gguf)
     if expected_sha256 is not None and digest != expected_sha256:
         raise ValueError(f"{gguf}: sha256 {digest} is not the expected {expected_sha256}")
-    source = {"file": gguf.name, "bytes": gguf.stat().st_size, "sha256": digest}
+    source = {"file": gguf.name, "bytes": gguf.stat().st_size, "sha256": digest, "format": FORMAT}
     marker = out_dir / CONVERTED_FROM
-    if marker.is_file() and json.loads(marker.read_text()).get("sha256") == digest and (out_dir / "config.json").is_file():
-        return out_dir
+    if marker.is_file() and (out_dir / "config.json").is_file():
+        previous = json.loads(marker.read_text())
+        if previous.get("sha256") == digest and previous.get("format") == FORMAT:
+            return out_dir
     if importlib.util.find_spec("gguf") is None:
         raise ModuleNotFoundError("converting a GGUF needs the 'gguf' package: pip install gguf==0.19.0")
 
@@ -135,6 +142,8 @@ def convert_gguf(gguf: Path | str, out_dir: Path | str, expected_sha256: str | N
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     fix_end_of_turn(tokenizer, model.generation_config)
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
     out_dir.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)  # written last: a half-written directory is never taken for a finished one
     model.save_pretrained(out_dir)
