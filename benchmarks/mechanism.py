@@ -25,7 +25,7 @@ ROWS = {
     "smollm2_chain_sum": ["--model", "smollm2-135m-instruct", "--task", "chain_sum", "--level", "t2d2"],
     "qwen_coder": ["--model", "qwen2.5-coder-0.5b-instruct", "--task", "chain_sum", "--level", "t4d3",
                    "--prompts-per-batch", "8"],
-    "demo": ["--model", "outputs/demo_policy", "--task", "demo", "--max-new-tokens", "64"],
+    "demo": ["--model", "verl_resrl/demo/starting_policy", "--task", "demo", "--max-new-tokens", "64"],
 }
 KEYS = ("model", "task", "layer", "mixed_groups", "spearman_weight_head", "spearman_weight_full",
         "spearman_residual_head", "spearman_residual_full", "damage_per_push", "damage_per_push_difference")

@@ -549,3 +549,24 @@ def test_interpreter_is_one_any_user_can_execute():
     assert sb._others_can_execute(interpreter)
     assert not sb._others_can_execute("/root/.no-such-python")
 
+
+
+@needs_root
+def test_an_unprivileged_caller_gets_the_same_isolation():
+    """A reward worker that is not root: bubblewrap in an unprivileged user namespace, memory per process."""
+    bwrap = sb.bwrap_executable()
+    if not (sb._others_can_execute(bwrap) and sb._others_can_execute("/usr/bin/python3")
+            and os.stat(SANDBOX_PATH).st_mode & 0o004 and sb._others_can_execute(str(SANDBOX_PATH.parent))):
+        pytest.skip("the checkout, bwrap or /usr/bin/python3 is not readable by other users here")
+    script = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('sb', {str(SANDBOX_PATH)!r})\n"
+        "sb = importlib.util.module_from_spec(spec); sys.modules['sb'] = sb; spec.loader.exec_module(sb)\n"
+        "r = sb.run_python(\"import os\\nprint(os.getuid(), os.path.exists('/etc/passwd'), input())\", 'ok')\n"
+        "print(r.isolation, r.memory_scope, r.stdout.strip())\n")
+    uid = 4000 + os.getpid() % 1000
+    out = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "env", "HOME=/tmp",
+                          f"RESRL_SANDBOX_BWRAP={bwrap}", "/usr/bin/python3", "-c", script],
+                         capture_output=True, text=True, timeout=60, cwd="/")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["bwrap", "process", "65534", "False", "ok"]
