@@ -29,7 +29,7 @@ import atexit
 import json
 import os
 import queue
-import select
+import selectors
 import subprocess
 import sys
 import threading
@@ -159,14 +159,17 @@ class _Helper:
     def _read_line(self, deadline: float) -> bytes | None:
         fd = self.proc.stdout.fileno()
         buffer = b""
-        while not buffer.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                return None
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                return None  # helper died
-            buffer += chunk
+        # epoll/poll, not select(): a reward worker may hold more than 1024 descriptors
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while not buffer.endswith(b"\n"):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not selector.select(remaining):
+                    return None
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    return None  # helper died
+                buffer += chunk
         return buffer
 
     def check(self, gold: str, pred: str, timeout_s: float) -> bool | None:

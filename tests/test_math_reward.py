@@ -118,6 +118,29 @@ def test_unanswered_helper_is_killed_and_replaced():
     assert fast is True
 
 
+
+def test_helpers_started_with_more_than_1024_open_descriptors(monkeypatch):
+    """A reward worker holding many descriptors: the helper's pipe gets a number select() cannot watch."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    files = [open(os.devnull) for _ in range(1100)]
+    monkeypatch.setattr(mr, "_POOL", None)  # helpers started now, with high descriptor numbers
+    try:
+        assert max(f.fileno() for f in files) > 1024
+        assert mr.compute_score("math", r"so \boxed{\dfrac{1}{2}}", "0.5") == {"score": 1.0, "acc": 1.0}
+        assert mr._POOL.idle.get_nowait().proc.stdout.fileno() > 1024
+    finally:
+        if mr._POOL is not None:
+            mr._POOL.close()
+        for f in files:
+            f.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
 # --- MATH-500 gold answers ----------------------------------------------------------------------------------
 
 def _rewrite(answer):
