@@ -128,6 +128,61 @@ def test_sampled_logprobs_match_forward_after_weight_sync(make_server):
     assert worst < 1e-5, worst
 
 
+
+def test_weight_sync_in_buckets(make_server):
+    """A sync split into buckets loads every one; only the last (final=True) checks the coverage."""
+    server = make_server()
+    own = server.model.state_dict()
+    new_weights = {k: v + 0.05 * torch.randn_like(v) for k, v in own.items() if k != "lm_head.weight"}
+    buckets = list(hf_rollout.weight_buckets(new_weights.items(), max_bytes=64 * 1024))
+    assert len(buckets) > 3 and sum(map(len, buckets)) == len(new_weights)
+    for bucket in buckets[:-1]:
+        server.update_weights(bucket, global_steps=2, final=False)
+    assert server.get_stats()["weight_updates"] == 0  # not finished yet
+    assert server.update_weights(buckets[-1], global_steps=2, final=True) == len(new_weights)
+    assert server.get_stats()["weight_updates"] == 1 and server.global_steps == 2
+    for k, v in new_weights.items():
+        assert torch.equal(server.model.state_dict()[k], v)
+    # the coverage check spans the buckets of one sync, and a failed sync leaves nothing for the next
+    first = dict(list(new_weights.items())[:1])
+    server.update_weights(first, final=False)
+    with pytest.raises(KeyError, match="weight sync lacks"):
+        server.update_weights({}, final=True)
+    with pytest.raises(KeyError, match="weight sync lacks"):
+        server.update_weights({}, final=True)
+    with pytest.raises(KeyError, match="weights not in the rollout model"):
+        server.update_weights({"no.such.weight": torch.zeros(1)}, final=False)
+
+
+def test_weight_buckets_group_by_size_and_keep_order():
+    weights = [(f"w{i}", torch.zeros(n)) for i, n in enumerate([10, 10, 30, 5, 100, 1])]  # float32: 4 bytes each
+    buckets = list(hf_rollout.weight_buckets(iter(weights), max_bytes=80))
+    assert [list(b) for b in buckets] == [["w0", "w1"], ["w2"], ["w3"], ["w4"], ["w5"]]
+    assert [list(b) for b in hf_rollout.weight_buckets(iter([]), max_bytes=80)] == [[]]
+    source = torch.ones(3)
+    (copied,) = hf_rollout.weight_buckets(iter([("a", source)]), max_bytes=80)
+    source.zero_()
+    assert torch.equal(copied["a"], torch.ones(3))  # a copy: the trainer may reuse its buffer
+
+
+def test_prompt_forward_computes_the_last_position_logits_only(model_config):
+    """Prompt logits over the whole vocabulary are never read: the LM head sees one position per row."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_config.local_path, attn_implementation="sdpa").eval()
+    positions = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: positions.append(o.shape[1]))
+    settings = SamplingSettings(temperature=0.9, top_p=1.0, top_k=-1, ignore_eos=True)
+    prompts = _prompts(3, seed=4)
+    batch = [_Request(p, 4, settings, True, None, seed=i, generator=torch.Generator().manual_seed(i))
+             for i, p in enumerate(prompts)]
+    generate_batch(model, batch, {2}, 0, torch.Generator().manual_seed(0))
+    hook.remove()
+    assert max(len(p) for p in prompts) > 1 and positions == [1] * 4
+    for prompt, r in zip(prompts, batch):
+        ref = _forward_logprobs(model, prompt, r.token_ids, settings.temperature)
+        assert torch.allclose(torch.tensor(r.log_probs), ref, atol=1e-5, rtol=0)
+
 def test_generate_batch_sampled_streams_independent_of_batch(model_config):
     """generate_batch itself: per-request generators make a sampled row independent of its batch-mates, with
     top-k / top-p and different budgets, and log-probs equal the forward recomputation."""

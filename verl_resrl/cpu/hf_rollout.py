@@ -44,7 +44,14 @@ actors):
   isolation (``benchmarks/bench_hf_decode.py``: 0.56 s vs 0.73 s) but not inside ``main_ppo``, where the other
   core is taken by the agent-loop, reward and TransferQueue processes (``benchmarks/bench_cpu_step.py
   --variants batched --repeats 2 --rollout-threads {2,1}``: generation 1.97 vs 1.82 s per step, server decode
-  0.73 vs 0.66 s).
+  0.73 vs 0.66 s);
+* ``VERL_RESRL_HF_WEIGHT_BUCKET_MB`` — a weight sync travels to the server in buckets of about this many MiB
+  (default 256), so it needs about two buckets of extra memory on each side, not two more copies of the model
+  (a 0.5 B model in float32 is 2.5 GB: whole-model syncs ran a 24 GiB machine out of memory).
+
+The first forward of a batch (the prompts) computes the logits of the last position only (``logits_to_keep=1``
+where the model takes it): a 256-token prompt batch of 32 rows over a 152 k vocabulary would otherwise
+allocate 5 GB of logits that are never read.
 
 Bad input (an empty prompt, token ids outside the vocabulary, a prompt that leaves no room in the context,
 ``max_tokens`` <= 0, stop token ids outside the vocabulary, stop strings (``stop``: not supported),
@@ -57,13 +64,14 @@ are retried one by one so that only the failing one gets the exception.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import numbers
 import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Optional
+from typing import Any, Callable, Generator, Iterable, Iterator, Optional
 
 import ray
 import torch
@@ -79,6 +87,8 @@ BATCH_WINDOW_ENV = "VERL_RESRL_HF_BATCH_WINDOW_S"
 MAX_BATCH_ENV = "VERL_RESRL_HF_MAX_BATCH"
 THREADS_ENV = "VERL_RESRL_HF_THREADS"
 MAX_WAIT_ENV = "VERL_RESRL_HF_MAX_WAIT_S"
+WEIGHT_BUCKET_ENV = "VERL_RESRL_HF_WEIGHT_BUCKET_MB"
+WEIGHT_BUCKET_MB = 256  # default size of one weight-sync bucket
 BATCH_WINDOW_S = 0.02  # default collection window: a batch closes after this long without a new request
 MAX_WAIT_S = 0.5  # default cap on the collection time of one batch
 
@@ -117,6 +127,27 @@ def resolve_max_batch_size(configured: Optional[int] = None) -> int:
 def rollout_threads() -> int:
     """Torch threads of the rollout server: ``VERL_RESRL_HF_THREADS`` or 1."""
     return _env_number(THREADS_ENV, int, 1, 1)
+
+
+def weight_bucket_bytes() -> int:
+    """Bytes of one weight-sync bucket: ``VERL_RESRL_HF_WEIGHT_BUCKET_MB`` (MiB) or :data:`WEIGHT_BUCKET_MB`."""
+    return int(_env_number(WEIGHT_BUCKET_ENV, float, 1.0, float(WEIGHT_BUCKET_MB)) * 2**20)
+
+
+def weight_buckets(weights: Iterable[tuple[str, torch.Tensor]], max_bytes: int) -> Iterator[dict[str, torch.Tensor]]:
+    """``weights`` (name, tensor) as CPU copies, grouped into dicts of at most ``max_bytes`` (a larger tensor
+    travels alone). Every item is consumed, in order: un-sharding FSDP2 parameters is a collective."""
+    bucket: dict[str, torch.Tensor] = {}
+    size = 0
+    for name, tensor in weights:
+        tensor = tensor.detach().to("cpu").clone()
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket and size + nbytes > max_bytes:
+            yield bucket
+            bucket, size = {}, 0
+        bucket[name] = tensor
+        size += nbytes
+    yield bucket  # possibly empty: the last bucket closes the sync
 
 
 def server_actor_name(replica_rank: int) -> str:
@@ -243,6 +274,8 @@ def generate_batch(
     past = None
     step_ids = input_ids
     greedy = settings.temperature <= 0
+    # the prompt forward needs the last position's logits only (later steps have one position anyway)
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     for _ in range(max(r.max_tokens for r in requests)):
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
         out = model(
@@ -251,6 +284,7 @@ def generate_batch(
             position_ids=position_ids,
             past_key_values=past,
             use_cache=True,
+            **last_only,
         )
         past = out.past_key_values
         logits = out.logits[:, -1, :].float()
@@ -368,6 +402,7 @@ class HFRolloutServer:
         self._occurrences: dict[tuple[int, ...], int] = {}  # per prompt since the last weight sync
         self._finished: dict[int, set[int]] = {}  # length -> hashes of prompt + output of this round's requests
         self._queue: list[_Request] = []
+        self._synced: set[str] = set()  # parameter names loaded by the buckets of the sync in progress
         self._loop_task: Optional[asyncio.Task] = None
         self._model_lock = threading.Lock()
         self.stats = {"requests": 0, "batches": 0, "weight_updates": 0, "rejected": 0, "failed": 0, "max_batch": 0}
@@ -578,19 +613,26 @@ class HFRolloutServer:
 
     # -- weights -------------------------------------------------------------------------------------------------
 
-    def update_weights(self, state_dict: dict[str, torch.Tensor], global_steps: Optional[int] = None) -> int:
-        """Load the trainer's full parameters (HF names); every model parameter must be covered."""
+    def update_weights(self, state_dict: dict[str, torch.Tensor], global_steps: Optional[int] = None,
+                       final: bool = True) -> int:
+        """Load the trainer's full parameters (HF names), whole or in buckets: every bucket but the last comes
+        with ``final=False``; the last one checks that the sync covered every model parameter. veRL syncs
+        between steps, when no request is decoding."""
         with self._model_lock:
             own = self.model.state_dict()
             unknown = sorted(set(state_dict) - set(own))
             if unknown:
                 raise KeyError(f"hf rollout: weights not in the rollout model: {unknown[:5]}")
-            missing = [k for k in own if k not in state_dict and not self._is_tied(k)]
-            if missing:
-                raise KeyError(f"hf rollout: weight sync lacks {missing[:5]}")
             with torch.no_grad():
                 for name, tensor in state_dict.items():
                     own[name].copy_(tensor.to(own[name].dtype))
+            self._synced.update(state_dict)
+            if not final:
+                return len(state_dict)
+            synced, self._synced = self._synced, set()
+            missing = [k for k in own if k not in synced and not self._is_tied(k)]
+            if missing:
+                raise KeyError(f"hf rollout: weight sync lacks {missing[:5]}")
         self.stats["weight_updates"] += 1
         self._occurrences.clear()
         self._finished.clear()
@@ -600,7 +642,7 @@ class HFRolloutServer:
         self._round = RoundTimes()
         if global_steps is not None:
             self.global_steps = global_steps
-        return len(state_dict)
+        return len(synced)
 
     def _is_tied(self, name: str) -> bool:
         return name == "lm_head.weight" and bool(getattr(self.model.config, "tie_word_embeddings", False))
@@ -732,11 +774,20 @@ def _adapter_class():
             if peft_config is not None:
                 raise NotImplementedError("hf rollout: LoRA adapters are not supported; set model.lora.merge=True")
             start = time.time()
-            # Every rank must walk the generator: un-sharding FSDP2 parameters is a collective.
-            state_dict = {name: tensor.detach().to("cpu").clone() for name, tensor in weights}
+            # Every rank walks the whole generator (un-sharding FSDP2 parameters is a collective); one bucket
+            # at a time is copied and sent, so the sync holds about two buckets, not a second copy of the model.
+            tensors = 0
+            buckets = weight_buckets(weights, weight_bucket_bytes())
+            bucket = next(buckets)
+            for following in buckets:
+                if self._has_server:
+                    await self._server_handle().update_weights.remote(bucket, global_steps=global_steps, final=False)
+                tensors += len(bucket)
+                bucket = following
             if self._has_server:
-                await self._server_handle().update_weights.remote(state_dict, global_steps=global_steps)
-            logger.info("hf rollout: synced %d tensors in %.2fs", len(state_dict), time.time() - start)
+                await self._server_handle().update_weights.remote(bucket, global_steps=global_steps, final=True)
+            tensors += len(bucket)
+            logger.info("hf rollout: synced %d tensors in %.2fs", tensors, time.time() - start)
 
     return HFServerAdapter
 
