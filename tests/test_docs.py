@@ -75,20 +75,22 @@ def test_every_logged_metric_is_documented():
 
 # --- errors ---------------------------------------------------------------------------------------------------
 
-# Modules whose errors a user meets (config, refused set-ups, data, rewards, sandbox, model assets, the demo).
-USER_FACING = [
-    "verl_resrl/core/config.py", "verl_resrl/integration/settings.py", "verl_resrl/integration/advantage.py",
-    "verl_resrl/integration/worker.py", "verl_resrl/integration/dump.py", "verl_resrl/length_scaled_reward.py",
-    "verl_resrl/evaluate.py", "verl_resrl/audit.py", "verl_resrl/models", "verl_resrl/demo/policy.py",
-    "verl_resrl/demo/rl.py", "verl_resrl/cpu/patches.py", "verl_resrl/cpu/launch.py", "reward_fns",
-]
-# Raised and caught inside the module (the response scores 0), so a user never sees them.
+# Modules whose errors a user meets: the whole package (settings, refused set-ups, training, the CPU backend, the
+# demo, the probe, model assets, the library functions), the reward functions and the data preparation scripts.
+USER_FACING = ["verl_resrl", "reward_fns", "recipes"]
+# Raised and caught inside their module, so a user never sees them as errors.
 INTERNAL = {
+    # parse errors of a response: the response scores 0
     "reward_fns/function_call_reward.py": ["a called name must be a dotted identifier", "is not a literal",
                                            "unterminated <tool_call> block", "not a Python call list",
                                            "every element must be a call", "arguments must be given by name",
                                            "invalid JSON in <tool_call>",
                                            'a <tool_call> must be {"name": str, "arguments": object}'],
+    # evaluate_expression's errors: calculator_response catches them and answers the model "error: <reason>"
+    "verl_resrl/demo/calculator_tool.py": ["expression must be a string, got", "expression longer than",
+                                           "not a sum or difference of integers"],
+    # _literal's errors: _assert_case catches them, and the HumanEval problem is left out (and counted)
+    "recipes/prepare_code_data.py": ["not a constant expression", "power too large to fold"],
 }
 
 
@@ -123,7 +125,8 @@ def raised_messages() -> list[tuple[str, int, str]]:
 def test_every_error_message_is_in_troubleshooting():
     text = " ".join((DOCS / "troubleshooting.md").read_text().split())
     messages = raised_messages()
-    assert len(messages) > 30  # the scan finds the package's errors
+    assert len(messages) > 150  # the scan finds the package's errors (182 when this floor was set)
+    assert {f.split("/")[0] for f, _, _ in messages} == {"verl_resrl", "reward_fns", "recipes"}
     missing = [f"{f}:{line}: {m!r}" for f, line, m in messages if m not in text]
     assert not missing, "errors without an entry in docs/troubleshooting.md:\n" + "\n".join(missing)
 
