@@ -222,3 +222,12 @@ def test_bad_input_gets_a_clear_message(tmp_path, monkeypatch):
     with pytest.raises(probe.ProbeError, match="no mixed groups among 1 prompts"):
         cli.run(args, log=lambda *a, **k: None)
     assert not (tmp_path / "b" / "summary.json").exists()
+
+
+def test_task_loader_errors_print_as_errors(tmp_path):
+    missing = run_cli("probe", "--smoke", "--task", "chain_sum", "--data", str(tmp_path / "none.json"),
+                      "--out", str(tmp_path / "c"))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "error: --task chain_sum reads its problems from --data" in missing.stderr
+    unknown = run_cli("probe", "--smoke", "--task", "sudoku", "--out", str(tmp_path / "d"))
+    assert unknown.returncode == 2 and "error: unknown --task 'sudoku'" in unknown.stderr

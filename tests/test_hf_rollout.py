@@ -24,6 +24,7 @@ from verl_resrl.cpu.hf_rollout import (
     SamplingSettings,
     _Request,
     generate_batch,
+    resolve_max_batch_size,
 )
 
 PROMPT_LENGTH, RESPONSE_LENGTH = 32, 12
@@ -305,6 +306,12 @@ def test_window_and_batch_limit_settings(make_server, monkeypatch, capsys):
         with pytest.raises(ValueError, match=name):
             make_server()
         monkeypatch.delenv(name)
+    assert resolve_max_batch_size(256) == 256 and resolve_max_batch_size() == 1024
+    with pytest.raises(ValueError, match=r"actor_rollout_ref\.rollout\.max_num_seqs must be >= 1, got 0"):
+        resolve_max_batch_size(0)
+    monkeypatch.setenv(MAX_BATCH_ENV, "8")  # the variable, when set, decides alone
+    assert resolve_max_batch_size(0) == 8 and resolve_max_batch_size(256) == 8
+    monkeypatch.delenv(MAX_BATCH_ENV)
     monkeypatch.setenv(THREADS_ENV, "2")
     before = torch.get_num_threads()
     try:

@@ -111,6 +111,13 @@ def test_positive_subspace_low_rank_and_orthogonal_negative():
     assert res.residual[3, 5] > 0.5
 
 
+@pytest.mark.parametrize("shape", [(1, 4, 8), (1, 200, 300)])  # exact SVD by size / the range finder's size
+def test_positive_subspace_rejects_an_unknown_method_on_every_path(shape):
+    x = torch.randn(*shape)
+    with pytest.raises(ValueError, match="unknown subspace method 'qr'; expected 'exact' or 'randomized'"):
+        subspace_module.positive_subspace(x, torch.tensor([shape[1]]), rank=2, method="qr")
+
+
 @pytest.mark.parametrize("max_pos_tokens", [4096, 60])
 def test_independent_of_sample_order_and_interleaving(max_pos_tokens, subspace_paths):
     gen = torch.Generator().manual_seed(3)

@@ -38,7 +38,8 @@ actors):
   once to the event loop);
 * ``VERL_RESRL_HF_MAX_WAIT_S`` — the longest a batch keeps collecting (default ``0.5``);
 * ``VERL_RESRL_HF_MAX_BATCH`` — the maximum number of sequences decoded together (default: the rollout's
-  ``actor_rollout_ref.rollout.max_num_seqs``, veRL's default 1024; ``1`` = one request at a time, unbatched);
+  ``actor_rollout_ref.rollout.max_num_seqs``, 256 in veRL's rollout config; 1024 when the server is built without
+  one; ``1`` = one request at a time, unbatched);
 * ``VERL_RESRL_HF_THREADS`` — torch intra-op threads of the rollout server (default 1, as Ray gives its
   actors). On 2 cores with the 1 M model and one step's 128 x 32 tokens, a second thread decodes faster in
   isolation (``benchmarks/bench_hf_decode.py``: 0.56 s vs 0.73 s) but not inside ``main_ppo``, where the other
@@ -118,10 +119,14 @@ def max_wait_s() -> float:
 
 def resolve_max_batch_size(configured: Optional[int] = None) -> int:
     """The batch limit: ``VERL_RESRL_HF_MAX_BATCH``, else ``configured`` (``rollout.max_num_seqs``), else 1024."""
-    default = 1024 if configured is None else int(configured)
-    if default < 1:
-        raise ValueError(f"hf rollout: the maximum batch size must be >= 1, got {default}")
-    return _env_number(MAX_BATCH_ENV, int, 1, default)
+    from_env = _env_number(MAX_BATCH_ENV, int, 1, None)
+    if from_env is not None:
+        return from_env
+    if configured is None:
+        return 1024
+    if int(configured) < 1:
+        raise ValueError(f"hf rollout: actor_rollout_ref.rollout.max_num_seqs must be >= 1, got {configured}")
+    return int(configured)
 
 
 def rollout_threads() -> int:
@@ -462,7 +467,7 @@ class HFRolloutServer:
         if n > self.max_batch_size:
             raise ValueError(
                 f"hf rollout: n={n} exceeds the batch limit of {self.max_batch_size} sequences "
-                f"({MAX_BATCH_ENV} / rollout.max_num_seqs)"
+                f"({MAX_BATCH_ENV} / actor_rollout_ref.rollout.max_num_seqs)"
             )
         if n != 1:
             raise ValueError(
@@ -772,7 +777,9 @@ def _adapter_class():
             if wire_format != "named_tensors":
                 raise NotImplementedError(f"hf rollout supports wire_format='named_tensors' only, got {wire_format!r}")
             if peft_config is not None:
-                raise NotImplementedError("hf rollout: LoRA adapters are not supported; set model.lora.merge=True")
+                raise NotImplementedError(
+                    "hf rollout: LoRA adapters are not supported; set actor_rollout_ref.model.lora.merge=True"
+                )
             start = time.time()
             # Every rank walks the whole generator (un-sharding FSDP2 parameters is a collective); one bucket
             # at a time is copied and sent, so the sync holds about two buckets, not a second copy of the model.

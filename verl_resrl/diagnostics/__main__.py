@@ -106,7 +106,10 @@ def run(args, log=print) -> dict:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    task = load_task(args.task, args.data, args.level, args.seed)
+    try:
+        task = load_task(args.task, args.data, args.level, args.seed)
+    except (FileNotFoundError, ValueError) as error:  # a missing data file or package, an unknown task or level
+        raise probe.ProbeError(str(error)) from error
     t0 = time.time()
     model, tokenizer, description, identity = load_model(args)
     model = model.to(args.device).eval()
