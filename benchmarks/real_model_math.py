@@ -126,14 +126,15 @@ class TreeMemory:
 
 
 def run_recipe(env: dict[str, str], dump_dir: Path, cwd: Path, log: Path, timeout: float,
-               recipe: str = "run_resrl_math.sh") -> dict:
-    """``bash recipes/<recipe>`` with the dump switch on; output to ``log``; whole group killed after."""
+               recipe: str = "run_resrl_math.sh", overrides: tuple[str, ...] = ()) -> dict:
+    """``bash recipes/<recipe>`` with the dump switch on (and any extra Hydra ``overrides``); output to ``log``;
+    whole group killed after."""
     import signal
 
     from verl_resrl.cpu.runs import parse_step_metrics
 
     command = ["bash", str(REPO / "recipes" / recipe), f"+algorithm.resrl.dump_dir={dump_dir}",
-               "+algorithm.resrl.subspace=exact"]
+               "+algorithm.resrl.subspace=exact", *overrides]
     start = time.time()
     with open(log, "w") as out:
         proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
@@ -231,12 +232,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(model: str, model_dir: Path, data: dict, env: dict[str, str], recipe: str, settings: dict, work: Path,
-            timeout: float, out: Path) -> int:
+            timeout: float, out: Path, overrides: tuple[str, ...] = ()) -> int:
     """Run the recipe with the dump on, recompute step 1, print the report and write ``out``.{json,txt}."""
     dump_dir = work / "dump"
     for old in dump_dir.glob("step_*.pt"):
         old.unlink()
-    run = run_recipe(env, dump_dir, work, work / "main_ppo.log", timeout, recipe=recipe)
+    run = run_recipe(env, dump_dir, work, work / "main_ppo.log", timeout, recipe=recipe, overrides=overrides)
     result = {"machine": f"{platform.node()}, {os.cpu_count()} cores", "model": f"{model} ({model_dir})",
               "recipe": recipe, "data": data, "run": run, "settings": settings}
     if (dump_dir / "step_1.pt").is_file():

@@ -47,7 +47,7 @@ def make_server(model_config, monkeypatch):
     for name in (BATCH_WINDOW_ENV, MAX_BATCH_ENV, MAX_WAIT_ENV, THREADS_ENV):
         monkeypatch.delenv(name, raising=False)
 
-    def make(max_batch=None, window=None, seed: int = 7, max_model_len=None, max_wait=None):
+    def make(max_batch=None, window=None, seed: int = 7, max_model_len=None, max_wait=None, free_cache_engine=False):
         for name, value in ((MAX_BATCH_ENV, max_batch), (BATCH_WINDOW_ENV, window), (MAX_WAIT_ENV, max_wait)):
             if value is not None:
                 monkeypatch.setenv(name, str(value))
@@ -57,6 +57,7 @@ def make_server(model_config, monkeypatch):
             response_length=RESPONSE_LENGTH,
             seed=seed,
             max_num_seqs=1024,
+            free_cache_engine=free_cache_engine,
         )
         server = HFRolloutServer(config, model_config, replica_rank=0, max_batch_size=config.max_num_seqs)
         for name in (BATCH_WINDOW_ENV, MAX_BATCH_ENV, MAX_WAIT_ENV):
@@ -153,6 +154,44 @@ def test_weight_sync_in_buckets(make_server):
         server.update_weights({}, final=True)
     with pytest.raises(KeyError, match="weights not in the rollout model"):
         server.update_weights({"no.such.weight": torch.zeros(1)}, final=False)
+
+
+def test_sleep_releases_the_weights_until_the_next_complete_sync(make_server):
+    """free_cache_engine: sleep frees every parameter, requests fail until a sync has covered them all again, and
+    the refilled model generates exactly what it did before; without it sleep keeps the weights."""
+    server = make_server(free_cache_engine=True)
+    prompts = _prompts(4, seed=2)
+    before = asyncio.run(_generate_all(server, prompts, [GREEDY] * len(prompts)))
+    weights = {k: v.clone() for k, v in server.model.state_dict().items() if k != "lm_head.weight"}
+    tied = server.model.get_output_embeddings().weight is server.model.get_input_embeddings().weight
+
+    asyncio.run(server.sleep())
+    assert all(p.numel() == 0 for p in server.model.parameters())
+    assert server.get_stats()["weight_releases"] == 1
+    with pytest.raises(RuntimeError, match="request 0 arrived while the server's weights are released"):
+        asyncio.run(_generate_all(server, prompts[:1], [GREEDY]))
+    asyncio.run(server.sleep())  # a second sleep has nothing left to free
+    assert server.get_stats()["weight_releases"] == 1
+
+    buckets = list(hf_rollout.weight_buckets(weights.items(), max_bytes=64 * 1024))
+    server.update_weights(buckets[0], final=False)
+    with pytest.raises(KeyError, match="weight sync lacks"):
+        server.update_weights({}, final=True)
+    with pytest.raises(RuntimeError, match="weights are released"):  # an incomplete sync restores nothing
+        asyncio.run(_generate_all(server, prompts[:1], [GREEDY]))
+    for bucket in buckets[:-1]:
+        server.update_weights(bucket, global_steps=1, final=False)
+    server.update_weights(buckets[-1], global_steps=1, final=True)
+    for k, v in weights.items():
+        assert torch.equal(server.model.state_dict()[k], v)
+    assert (server.model.get_output_embeddings().weight is server.model.get_input_embeddings().weight) == tied
+    after = asyncio.run(_generate_all(server, prompts, [GREEDY] * len(prompts)))
+    assert [o.token_ids for o in after] == [o.token_ids for o in before]
+
+    keeping = make_server(free_cache_engine=False)
+    asyncio.run(keeping.sleep())
+    assert keeping.get_stats()["weight_releases"] == 0
+    assert len(asyncio.run(_generate_all(keeping, prompts[:1], [GREEDY]))[0].token_ids) >= 1
 
 
 def test_weight_buckets_group_by_size_and_keep_order():

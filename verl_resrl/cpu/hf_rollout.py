@@ -50,6 +50,13 @@ actors):
   (default 256), so it needs about two buckets of extra memory on each side, not two more copies of the model
   (a 0.5 B model in float32 is 2.5 GB: whole-model syncs ran a 24 GiB machine out of memory).
 
+Sleep. With ``actor_rollout_ref.rollout.free_cache_engine=True`` (veRL's default) the server frees its weights
+when veRL puts the replicas to sleep after generation, as vLLM's sleep does on GPU, and the next weight sync
+allocates and fills them again: training then never holds the rollout's copy of the model (2 GB for a 0.5 B model
+in float32, the margin between two training steps and an out-of-memory kill on a 24 GiB machine). A request that
+arrives between the sleep and the end of the next full sync fails with a ``RuntimeError``: the server never
+generates from weights it does not have. ``free_cache_engine=False`` keeps the weights in memory all along.
+
 The first forward of a batch (the prompts) computes the logits of the last position only (``logits_to_keep=1``
 where the model takes it): a 256-token prompt batch of 32 rows over a 152 k vocabulary would otherwise
 allocate 5 GB of logits that are never read.
@@ -65,6 +72,7 @@ are retried one by one so that only the failing one gets the exception.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import inspect
 import logging
 import numbers
@@ -153,6 +161,14 @@ def weight_buckets(weights: Iterable[tuple[str, torch.Tensor]], max_bytes: int) 
         bucket[name] = tensor
         size += nbytes
     yield bucket  # possibly empty: the last bucket closes the sync
+
+
+def _return_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise, and the RSS would not drop)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the allocator decides
+        pass
 
 
 def server_actor_name(replica_rank: int) -> str:
@@ -410,7 +426,10 @@ class HFRolloutServer:
         self._synced: set[str] = set()  # parameter names loaded by the buckets of the sync in progress
         self._loop_task: Optional[asyncio.Task] = None
         self._model_lock = threading.Lock()
-        self.stats = {"requests": 0, "batches": 0, "weight_updates": 0, "rejected": 0, "failed": 0, "max_batch": 0}
+        self._released: Optional[dict[str, tuple[torch.Size, torch.dtype]]] = None  # shapes while asleep
+        self._weights_pending = False  # released, or refilled but not yet covered by a complete sync
+        self.stats = {"requests": 0, "batches": 0, "weight_updates": 0, "weight_releases": 0, "rejected": 0,
+                      "failed": 0, "max_batch": 0}
         self._round = RoundTimes()
         self._expected_round = 0  # first-turn requests of the previous round (between two weight syncs)
         print(
@@ -519,6 +538,11 @@ class HFRolloutServer:
             for key in ("image_data", "video_data", "audio_data"):
                 if kwargs.get(key) is not None:
                     raise NotImplementedError(f"hf rollout: {key} (multi-modal input) is not supported")
+            if self._weights_pending:
+                raise RuntimeError(
+                    f"hf rollout: request {request_id} arrived while the server's weights are released (sleep "
+                    "frees them; the next complete weight sync restores them)"
+                )
             request = self._make_request(prompt_ids, sampling_params, request_id)
         except Exception:
             self.stats["rejected"] += 1
@@ -624,6 +648,7 @@ class HFRolloutServer:
         with ``final=False``; the last one checks that the sync covered every model parameter. veRL syncs
         between steps, when no request is decoding."""
         with self._model_lock:
+            self._allocate_released()
             own = self.model.state_dict()
             unknown = sorted(set(state_dict) - set(own))
             if unknown:
@@ -638,6 +663,7 @@ class HFRolloutServer:
             missing = [k for k in own if k not in synced and not self._is_tied(k)]
             if missing:
                 raise KeyError(f"hf rollout: weight sync lacks {missing[:5]}")
+            self._weights_pending = False
         self.stats["weight_updates"] += 1
         self._occurrences.clear()
         self._finished.clear()
@@ -649,6 +675,32 @@ class HFRolloutServer:
             self.global_steps = global_steps
         return len(synced)
 
+    def release_weights(self) -> int:
+        """Free every parameter's memory (shapes and dtypes are kept); returns the bytes freed. The next weight
+        sync allocates the parameters again and must cover all of them before the server generates."""
+        with self._model_lock:
+            if self._released is not None:
+                return 0
+            released, freed = {}, 0
+            for name, param in self.model.named_parameters():  # a tied parameter is listed once
+                released[name] = (param.shape, param.dtype)
+                freed += param.numel() * param.element_size()
+                param.data = torch.empty(0, dtype=param.dtype)
+            self._released, self._weights_pending = released, True
+        _return_freed_memory()
+        self.stats["weight_releases"] += 1
+        logger.info("hf rollout: server %d released %.0f MiB of weights", self.replica_rank, freed / 2**20)
+        return freed
+
+    def _allocate_released(self) -> None:
+        """Give released parameters storage again (uninitialised: the weight sync in progress fills it)."""
+        if self._released is None:
+            return
+        for name, param in self.model.named_parameters():
+            shape, dtype = self._released[name]
+            param.data = torch.empty(shape, dtype=dtype)
+        self._released = None
+
     def _is_tied(self, name: str) -> bool:
         return name == "lm_head.weight" and bool(getattr(self.model.config, "tie_word_embeddings", False))
 
@@ -658,13 +710,19 @@ class HFRolloutServer:
     def get_stats(self) -> dict[str, int]:
         return {**self.stats, "torch_threads": torch.get_num_threads(), "max_batch_size": self.max_batch_size}
 
-    # -- lifecycle calls veRL makes on every server; weights and cache stay in host memory --------------------------
+    # -- lifecycle calls veRL makes on every server (there is no KV cache between requests) -----------------------
 
     async def wake_up(self, tags: Optional[list[str]] = None):
-        return None
+        if tags is None or "weights" in tags:
+            with self._model_lock:
+                self._allocate_released()
 
     async def sleep(self):
-        return None
+        """veRL's sleep after generation: with ``free_cache_engine`` the weights are released (module docstring)."""
+        if not getattr(self.config, "free_cache_engine", False):
+            return
+        await self.wait_for_requests_to_drain()
+        await asyncio.to_thread(self.release_weights)
 
     async def clear_kv_cache(self):
         return None
