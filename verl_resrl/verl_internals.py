@@ -105,6 +105,19 @@ declare("cpu.RolloutReplicaRegistry", "verl.workers.rollout.replica", "RolloutRe
 declare("cpu.RolloutReplica", "verl.workers.rollout.replica", "RolloutReplica",
         "base of HFReplica (launch_servers, server_handle/address used by the agent loop) - cpu/hf_rollout.py",
         ("replica_rank", "config", "model_config", "gpus_per_node"))
+declare("cpu.RolloutReplica.sleep", "verl.workers.rollout.replica", "RolloutReplica.sleep",
+        "the trainer puts each replica to sleep right after generation and syncs the weights before the next one "
+        "(fit loop and CheckpointEngineManager): HFRolloutServer.sleep may then free its weights, refilled by "
+        "the next update_weights - cpu/hf_rollout.py", ("self",), uses=("server.sleep.remote()",))
+declare("cpu.RayPPOTrainer.fit", "verl.trainer.ppo.ray_trainer", "RayPPOTrainer.fit",
+        "the order HFRolloutServer's weight release relies on: generate_sequences, then sleep_replicas, then the "
+        "update, then update_weights - cpu/hf_rollout.py",
+        uses=("self.async_rollout_manager.generate_sequences(combined_gen_batch)\n"
+              "                        self.checkpoint_manager.sleep_replicas()",
+              "self.checkpoint_manager.update_weights(self.global_steps)"))
+declare("cpu.RolloutConfig.free_cache_engine", "verl.workers.config.rollout", "RolloutConfig",
+        "rollout.free_cache_engine (default True) decides whether the hf server frees its weights on sleep, as "
+        "it decides for vLLM - cpu/hf_rollout.py", uses=("free_cache_engine: bool = True",))
 declare("cpu.TokenOutput", "verl.workers.rollout.replica", "TokenOutput",
         "token-in/token-out result the agent loop expects from server.generate - cpu/hf_rollout.py")
 declare("cpu.HFModelConfig", "verl.workers.config", "HFModelConfig",

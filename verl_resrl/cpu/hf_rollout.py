@@ -52,8 +52,8 @@ actors):
 
 Sleep. With ``actor_rollout_ref.rollout.free_cache_engine=True`` (veRL's default) the server frees its weights
 when veRL puts the replicas to sleep after generation, as vLLM's sleep does on GPU, and the next weight sync
-allocates and fills them again: training then never holds the rollout's copy of the model (2 GB for a 0.5 B model
-in float32, the margin between two training steps and an out-of-memory kill on a 24 GiB machine). A request that
+allocates and fills them again: training then never holds the rollout's copy of the model (2.5 GB for
+Qwen2.5-Coder-0.5B in float32; with it, two steps of the code recipe fit a 24 GiB machine). A request that
 arrives between the sleep and the end of the next full sync fails with a ``RuntimeError``: the server never
 generates from weights it does not have. ``free_cache_engine=False`` keeps the weights in memory all along.
 
