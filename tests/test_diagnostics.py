@@ -100,6 +100,45 @@ def test_full_model_interference_equals_explicit_gradient_inner_products():
     assert (out[~mask] == 0).all()
 
 
+@pytest.mark.parametrize("row_chunk", [1, 2])
+def test_full_model_interference_by_row_chunks_equals_all_rows_at_once(row_chunk):
+    model = tiny_llama(dtype=torch.float32)
+    torch.manual_seed(2)
+    ids = torch.randint(0, 40, (5, 12))
+    attention = torch.ones_like(ids)
+    attention[1, 7:] = 0
+    attention[3, 9:] = 0
+    attention[4, 6:] = 0  # a one-token response
+    start = 5
+    mask = attention[:, start:].bool()
+    positive = torch.tensor([True, False, True, False, False])
+    directions = {"pos": (mask & positive[:, None]).float() / (mask & positive[:, None]).sum(),
+                  "neg": (mask & ~positive[:, None]).float() / (mask & ~positive[:, None]).sum()}
+    whole = full_model_interference(model, ids, attention, start, mask, directions)
+    chunked = full_model_interference(model, ids, attention, start, mask, directions, rows=~positive,
+                                      row_chunk=row_chunk)
+    for key in directions:
+        torch.testing.assert_close(chunked[key][~positive], whole[key][~positive], rtol=1e-4, atol=1e-6)
+        assert (chunked[key][positive] == 0).all()  # rows not asked for are not run
+    torch.testing.assert_close(token_logprobs(model, ids, attention, start, row_chunk),
+                               token_logprobs(model, ids, attention, start) * mask, rtol=1e-5, atol=1e-6)
+
+
+def test_sgd_step_change_sums_the_gradients_of_a_loss_given_in_parts():
+    model = tiny_llama()
+    ids = torch.randint(0, 40, (4, 9))
+    attention = torch.ones_like(ids)
+    start = 4
+
+    def measure():
+        return token_logprobs(model, ids, attention, start)
+
+    whole = sgd_step_change(model, lambda: -token_logprobs(model, ids, attention, start).sum(), measure, 1e-3)
+    parts = sgd_step_change(model, lambda: (-token_logprobs(model, ids[r], attention[r], start).sum()
+                                            for r in torch.arange(4).split(3)), measure, 1e-3)
+    torch.testing.assert_close(parts, whole, rtol=1e-6, atol=1e-9)
+
+
 def test_first_order_change_predicts_a_small_sgd_step():
     model = tiny_llama()
     ids = torch.randint(0, 40, (2, 9))

@@ -83,6 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-prompts", type=int, default=2000, help="give up after this many prompts")
     p.add_argument("--prompts-per-batch", type=int, default=16, help="prompts per generate call")
     p.add_argument("--sgd-checks", type=int, default=3, help="groups whose first-order numbers are checked by a real step")
+    p.add_argument("--row-chunk", type=int, default=2,
+                   help="responses per differentiated forward: bounds the measurement's memory (0: all at once)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
@@ -96,6 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("n", "mixed_groups", "max_prompts", "prompts_per_batch", "max_new_tokens"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.row_chunk < 0:
+        p.error("--row-chunk must be >= 0 (0: every response of a group in one forward)")
     if args.n < 2:
         p.error("--n must be >= 2: a group needs a correct and a wrong response")
     return args

@@ -20,7 +20,8 @@ I(t) > 0 means that lowering log p(y_t) lowers the correct responses' likelihood
 
 from __future__ import annotations
 
-from typing import Callable
+import inspect
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -75,17 +76,65 @@ def head_interference(hidden: torch.Tensor, lm_head_weight: torch.Tensor, labels
     return (residual_dot * (h @ h[pos].T)).mean(dim=1)
 
 
-def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   response_start: int) -> torch.Tensor:
-    """``[B, T]`` log-probabilities of ``input_ids[:, response_start:]`` (T tokens) under ``model``."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    logits = _at_least_fp32(logits[:, response_start - 1:-1])
+def row_chunks(attention_mask: torch.Tensor, rows: torch.Tensor, row_chunk: int | None,
+               min_width: int) -> list[tuple[torch.Tensor, int]]:
+    """``rows`` in chunks of ``row_chunk``, longest first, each with the width its longest row needs.
+
+    Rows are right-padded, so under causal attention cutting a chunk's trailing padding changes no kept position.
+    """
+    lengths = attention_mask.sum(dim=1)
+    order = rows[torch.argsort(lengths[rows], descending=True, stable=True)]
+    size = row_chunk or max(1, order.numel())
+    chunks = []
+    for k in range(0, order.numel(), size):
+        chunk = order[k:k + size]
+        chunks.append((chunk, max(min_width, int(lengths[chunk].max()))))
+    return chunks
+
+
+def keeps_logits(model: nn.Module) -> bool:
+    """Whether ``model.forward`` takes ``logits_to_keep`` (transformers' causal LMs: the LM head on the last k)."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def _response_logprobs(model: nn.Module, params: dict[str, torch.Tensor] | None, input_ids: torch.Tensor,
+                       attention_mask: torch.Tensor, response_start: int) -> torch.Tensor:
+    """``[B, S - response_start]`` log-probabilities of the response tokens; ``params`` replace the model's own."""
+    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    keep = input_ids.shape[1] - response_start + 1
+    if keeps_logits(model):
+        kwargs["logits_to_keep"] = keep  # the LM head and softmax over the response positions only
+    if params is None:
+        logits = model(**kwargs).logits
+    else:
+        logits = torch.func.functional_call(model, params, (), kwargs)
+        logits = logits.logits
+    logits = _at_least_fp32(logits[:, -keep:-1])
     return torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, response_start:, None]).squeeze(-1)
+
+
+def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   response_start: int, row_chunk: int | None = None) -> torch.Tensor:
+    """``[B, T]`` log-probabilities of ``input_ids[:, response_start:]`` (T tokens) under ``model``.
+
+    Rows are run ``row_chunk`` at a time (all at once by default), each chunk cut to its longest row; positions
+    past a row's ``attention_mask`` are 0. Differentiable.
+    """
+    b, s = input_ids.shape
+    rows = torch.arange(b, device=input_ids.device)
+    parts = [(chunk, _response_logprobs(model, None, input_ids[chunk, :width], attention_mask[chunk, :width],
+                                        response_start))
+             for chunk, width in row_chunks(attention_mask, rows, row_chunk, response_start + 1)]
+    out = torch.zeros((b, s - response_start), dtype=parts[0][1].dtype, device=input_ids.device)
+    for chunk, logp in parts:
+        out[chunk, :logp.shape[1]] = logp
+    return out * attention_mask[:, response_start:].to(out.dtype)
 
 
 def full_model_interference(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                             response_start: int, response_mask: torch.Tensor,
-                            directions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+                            directions: dict[str, torch.Tensor], rows: torch.Tensor | None = None,
+                            row_chunk: int | None = None) -> dict[str, torch.Tensor]:
     """Derivative of every response token's log-probability along each direction in parameter space.
 
     Args:
@@ -94,38 +143,50 @@ def full_model_interference(model: nn.Module, input_ids: torch.Tensor, attention
         response_start: position of the first response token (all rows share the prompt).
         response_mask: ``[B, T]`` with ``T = S - response_start``.
         directions: name -> ``[B, T]`` token weights ``c``; the direction is ``grad_theta sum_t c_t log p(y_t)``.
+        rows: ``[B]`` bool, the rows whose derivatives are wanted (default all); the others come back as 0.
+        row_chunk: rows per forward (default all at once). Every row is independent of the others, so the
+            backward is summed and the JVP split over chunks of rows (each cut to its longest row): activation
+            and logit memory is that of ``row_chunk`` rows, and only rows with a nonzero weight or a wanted
+            derivative are run.
 
     Returns:
-        name -> ``[B, T]`` ``d/de log p_{theta + e u}(y_t)`` (float32 or the model's wider dtype, zero outside the mask), i.e. the inner product
-        of each token's log-prob gradient with that direction.
+        name -> ``[B, T]`` ``d/de log p_{theta + e u}(y_t)`` (float32 or the model's wider dtype, zero outside the
+        mask and ``rows``), i.e. the inner product of each token's log-prob gradient with that direction.
     """
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ValueError("the model has no trainable parameters to differentiate")
-
-    def logp(p: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.func.functional_call(model, p, (), {"input_ids": input_ids, "attention_mask": attention_mask,
-                                                         "use_cache": False}).logits
-
-    def response_logp(p):
-        logits = _at_least_fp32(logp(p)[:, response_start - 1:-1])
-        return torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, response_start:, None]).squeeze(-1)
-
+    b, t = response_mask.shape
+    width_min = response_start + 1
+    wanted = torch.ones(b, dtype=torch.bool, device=input_ids.device) if rows is None else rows.bool()
+    wanted = (wanted & response_mask.any(dim=1)).nonzero().squeeze(1)
     values = {name: p.detach() for name, p in params.items()}
     out = {}
     for key, coefficients in directions.items():
+        weights = coefficients * response_mask.to(coefficients.dtype)
+        tangent = {name: torch.zeros_like(v) for name, v in values.items()}
         with torch.enable_grad():
-            leaves = {name: v.clone().requires_grad_(True) for name, v in values.items()}
-            logps = response_logp(leaves)
-            mask = response_mask.to(logps.dtype)
-            objective = (logps * coefficients.to(logps.dtype) * mask).sum()
-            grads = torch.autograd.grad(objective, list(leaves.values()), allow_unused=True)
-        tangent = {name: (g if g is not None else torch.zeros_like(values[name])).detach()
-                   for name, g in zip(leaves, grads)}
-        del leaves, grads
-        with torch.no_grad():
-            _, derivative = torch.func.jvp(response_logp, (values,), (tangent,))
-        out[key] = derivative * mask
+            leaves = {name: v.detach().requires_grad_(True) for name, v in values.items()}  # no copy
+            for chunk, width in row_chunks(attention_mask, weights.ne(0).any(dim=1).nonzero().squeeze(1),
+                                           row_chunk, width_min):
+                logps = _response_logprobs(model, leaves, input_ids[chunk, :width], attention_mask[chunk, :width],
+                                           response_start)
+                objective = (logps * weights[chunk, :logps.shape[1]].to(logps.dtype)).sum()
+                grads = torch.autograd.grad(objective, list(leaves.values()), allow_unused=True)
+                for name, g in zip(leaves, grads):
+                    if g is not None:
+                        tangent[name] += g
+                del logps, objective, grads
+        del leaves
+        derivative = torch.zeros((b, t), dtype=torch.promote_types(next(iter(values.values())).dtype, torch.float32),
+                                 device=input_ids.device)
+        for chunk, width in row_chunks(attention_mask, wanted, row_chunk, width_min):
+            ids, attention = input_ids[chunk, :width], attention_mask[chunk, :width]
+            with torch.no_grad():
+                _, d = torch.func.jvp(lambda p: _response_logprobs(model, p, ids, attention, response_start),
+                                      (values,), (tangent,))
+            derivative[chunk, :d.shape[1]] = d.to(derivative.dtype)
+        out[key] = derivative * response_mask.to(derivative.dtype)
         del tangent
     return out
 
@@ -134,20 +195,28 @@ def _at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
     return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
-def sgd_step_change(model: nn.Module, step: Callable[[], torch.Tensor], measure: Callable[[], torch.Tensor],
-                    lr: float) -> torch.Tensor:
-    """Change of ``measure()`` after one plain SGD step ``theta -= lr * grad step()``; the weights are restored."""
+def sgd_step_change(model: nn.Module, step: Callable[[], torch.Tensor | Iterable[torch.Tensor]],
+                    measure: Callable[[], torch.Tensor], lr: float) -> torch.Tensor:
+    """Change of ``measure()`` after one plain SGD step ``theta -= lr * grad step()``; the weights are restored.
+
+    ``step()`` returns the loss, or yields it in parts (e.g. row chunks) whose gradients are summed.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     saved = [p.detach().clone() for p in params]
     with torch.no_grad():
         before = measure()
+    total = [torch.zeros_like(p) for p in params]
     with torch.enable_grad():
-        grads = torch.autograd.grad(step(), params, allow_unused=True)
+        losses = step()
+        for loss in ([losses] if isinstance(losses, torch.Tensor) else losses):
+            for acc, g in zip(total, torch.autograd.grad(loss, params, allow_unused=True)):
+                if g is not None:
+                    acc += g
     try:
         with torch.no_grad():
-            for p, g in zip(params, grads):
-                if g is not None:
-                    p.sub_(lr * g)
+            for p, g in zip(params, total):
+                p.sub_(lr * g)
+            del total
             after = measure()
     finally:
         with torch.no_grad():

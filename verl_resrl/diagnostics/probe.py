@@ -31,8 +31,8 @@ import torch
 
 from verl_resrl import ResRLConfig, compute_residuals, negative_token_weights
 from verl_resrl.core.capture import HiddenStateCapture, find_decoder_parts, resolve_hidden_module
-from verl_resrl.diagnostics.interference import full_model_interference, head_interference, sgd_step_change, \
-    token_logprobs
+from verl_resrl.diagnostics.interference import full_model_interference, head_interference, keeps_logits, \
+    sgd_step_change, token_logprobs
 from verl_resrl.diagnostics.stats import bootstrap_median, spearman
 
 WEIGHTINGS = ("residual", "uniform", "shuffled", "inverse", "oracle")
@@ -169,8 +169,12 @@ def group_batch(group: dict, pad_id: int) -> dict:
 
 
 def measure_group(model, group: dict, layers: list[int], config: ResRLConfig, pad_id: int,
-                  sgd_check: bool = False) -> dict:
-    """Per-token residuals, weights and interference of one mixed group (see the module docstring)."""
+                  sgd_check: bool = False, row_chunk: int | None = None) -> dict:
+    """Per-token residuals, weights and interference of one mixed group (see the module docstring).
+
+    ``row_chunk`` responses go through each differentiated forward at a time (all at once by default), which
+    bounds the memory of the backward, the JVP and the SGD check; the numbers do not depend on it.
+    """
     device = next(model.parameters()).device
     batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in group_batch(group, pad_id).items()}
     ids, attention, start = batch["input_ids"], batch["attention_mask"], batch["response_start"]
@@ -183,7 +187,9 @@ def measure_group(model, group: dict, layers: list[int], config: ResRLConfig, pa
         for a in armed:
             a.__enter__()
         try:
-            model(input_ids=ids, attention_mask=attention, use_cache=False)
+            # the hooks need the states only: the LM head runs on the last position alone where it can
+            model(input_ids=ids, attention_mask=attention, use_cache=False,
+                  **({"logits_to_keep": 1} if keeps_logits(model) else {}))
         finally:
             for a in reversed(armed):
                 a.__exit__(None, None, None)
@@ -194,8 +200,10 @@ def measure_group(model, group: dict, layers: list[int], config: ResRLConfig, pa
     labels = ids[:, start:]
     head = torch.zeros(mask.shape, device=device)
     head[mask] = head_interference(states[-1][mask], weight.detach().float(), labels[mask], pos_tokens[mask]).float()
+    # only the wrong responses' derivatives are reported, so only their rows are run forward-mode
     derivatives = full_model_interference(model, ids, attention, start, mask, {
-        "full": pos_tokens.float() / pos_tokens.sum(), "push": neg_tokens.float() / neg_tokens.sum()})
+        "full": pos_tokens.float() / pos_tokens.sum(), "push": neg_tokens.float() / neg_tokens.sum()},
+        rows=~positive, row_chunk=row_chunk)
 
     group_ids = [0] * mask.shape[0]
     record = {"index": group["index"], "tied_embeddings": tied, "responses": mask.shape[0],
@@ -215,11 +223,11 @@ def measure_group(model, group: dict, layers: list[int], config: ResRLConfig, pa
         }
     if sgd_check:
         record["sgd_check"] = sgd_agreement(model, batch, torch.tensor(record["layers"][str(layers[0])]["weight"],
-                                                                        device=device), record)
+                                                                        device=device), record, row_chunk)
     return record
 
 
-def sgd_agreement(model, batch: dict, weights: torch.Tensor, record: dict) -> dict:
+def sgd_agreement(model, batch: dict, weights: torch.Tensor, record: dict, row_chunk: int | None = None) -> dict:
     """A real plain-SGD step on the residual-weighted push, against its first-order prediction."""
     ids, attention, start = batch["input_ids"], batch["attention_mask"], batch["response_start"]
     mask, positive = batch["response_mask"], batch["positive"]
@@ -230,11 +238,14 @@ def sgd_agreement(model, batch: dict, weights: torch.Tensor, record: dict) -> di
     push = torch.tensor(record["push"], device=ids.device)
 
     def means():
-        logp = token_logprobs(model, ids, attention, start)
+        logp = token_logprobs(model, ids, attention, start, row_chunk)
         return torch.stack([logp[pos_tokens].mean(), logp[neg_tokens].mean()])
 
-    def weighted_negative_logp():
-        return (token_logprobs(model, ids, attention, start) * w).sum() / neg_tokens.sum()
+    def weighted_negative_logp():  # the wrong rows only, row_chunk at a time; their gradients are summed
+        rows = (~positive).nonzero().squeeze(1)
+        for chunk in rows.split(row_chunk or rows.numel()):
+            logp = token_logprobs(model, ids[chunk], attention[chunk], start)
+            yield (logp * w[chunk]).sum() / neg_tokens.sum()
 
     # first order: d(mean log p) = -lr * sum_t w_t <grad log p_t, grad mean> / n
     per_lr = torch.stack([(w[neg_tokens] * full).sum(), (w[neg_tokens] * push).sum()]) / neg_tokens.sum()
@@ -254,7 +265,8 @@ def measure(model, groups: list[dict], layers: list[int], config: ResRLConfig, a
     todo = [g for g in groups if is_mixed(g) and g["index"] not in done][:max(0, args.mixed_groups - len(records))]
     start = time.time()
     for k, group in enumerate(todo):
-        record = measure_group(model, group, layers, config, pad_id, sgd_check=len(records) < args.sgd_checks)
+        record = measure_group(model, group, layers, config, pad_id, sgd_check=len(records) < args.sgd_checks,
+                               row_chunk=args.row_chunk)
         records.append(record)
         with open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
