@@ -32,7 +32,7 @@ import torch
 from verl_resrl import ResRLConfig, compute_residuals, negative_token_weights
 from verl_resrl.core.capture import HiddenStateCapture, find_decoder_parts, resolve_hidden_module
 from verl_resrl.diagnostics.interference import full_model_interference, head_interference, keeps_logits, \
-    sgd_step_change, token_logprobs
+    row_chunks, sgd_step_change, token_logprobs
 from verl_resrl.diagnostics.stats import bootstrap_median, spearman
 
 WEIGHTINGS = ("residual", "uniform", "shuffled", "inverse", "oracle")
@@ -242,10 +242,9 @@ def sgd_agreement(model, batch: dict, weights: torch.Tensor, record: dict, row_c
         return torch.stack([logp[pos_tokens].mean(), logp[neg_tokens].mean()])
 
     def weighted_negative_logp():  # the wrong rows only, row_chunk at a time; their gradients are summed
-        rows = (~positive).nonzero().squeeze(1)
-        for chunk in rows.split(row_chunk or rows.numel()):
-            logp = token_logprobs(model, ids[chunk], attention[chunk], start)
-            yield (logp * w[chunk]).sum() / neg_tokens.sum()
+        for chunk, width in row_chunks(attention, (~positive).nonzero().squeeze(1), row_chunk, start + 1):
+            logp = token_logprobs(model, ids[chunk, :width], attention[chunk, :width], start)
+            yield (logp * w[chunk, :width - start]).sum() / neg_tokens.sum()
 
     # first order: d(mean log p) = -lr * sum_t w_t <grad log p_t, grad mean> / n
     per_lr = torch.stack([(w[neg_tokens] * full).sum(), (w[neg_tokens] * push).sum()]) / neg_tokens.sum()
